@@ -1,0 +1,78 @@
+"""Frame-level detection metrics in the paper's protocol.
+
+The paper's number is the micro AUC: the frames of all test videos concatenated into one ROC. The macro AUC
+(the mean over videos that contain both classes) is reported by later work and is kinder to datasets whose
+videos differ in difficulty. Frames without a score (NaN, e.g. the ends of videos under the official
+clip-centre rule) or without a label (-1) are left out of every metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+
+@dataclass(frozen=True)
+class FrameMetrics:
+    auc_micro: float
+    auc_macro: float  # NaN when no video holds both classes
+    eer: float
+    average_precision: float
+    num_frames: int
+    num_anomalous: int
+    num_videos_macro: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {key: float(value) for key, value in asdict(self).items()}
+
+
+def scored_frames(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drops frames without a score or a label; raises if the two arrays disagree in length."""
+    labels = np.asarray(labels)
+    scores = np.asarray(scores, dtype=np.float64)
+    if labels.shape != scores.shape:
+        raise ValueError(f"{labels.shape[0]} labels but {scores.shape[0]} scores")
+    keep = ~np.isnan(scores) & (labels >= 0)
+    return labels[keep].astype(np.int64), scores[keep]
+
+
+def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The error rate where false positives and false negatives are equally frequent (interpolated)."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    fnr = 1.0 - tpr
+    crossing = int(np.argmax(fnr <= fpr))
+    if crossing == 0:
+        return float(fpr[0])
+    # Linear interpolation between the two ROC points around the crossing.
+    d_prev = fnr[crossing - 1] - fpr[crossing - 1]
+    d_next = fpr[crossing] - fnr[crossing]
+    t = d_prev / (d_prev + d_next) if d_prev + d_next > 0 else 0.0
+    return float(fpr[crossing - 1] + t * (fpr[crossing] - fpr[crossing - 1]))
+
+
+def frame_metrics(labels: Mapping[str, np.ndarray], scores: Mapping[str, np.ndarray]) -> FrameMetrics:
+    """Micro and macro AUC, EER and AP over videos, each given as per-frame labels (0/1/-1) and scores.
+
+    Scores must grow with abnormality (e.g. `memae.scoring.anomaly_score`).
+    """
+    missing = set(labels) ^ set(scores)
+    if missing:
+        raise ValueError(f"videos with labels but no scores or the reverse: {sorted(missing)[:5]}")
+    per_video = {vid: scored_frames(labels[vid], scores[vid]) for vid in sorted(labels)}
+    all_labels = np.concatenate([lab for lab, _ in per_video.values()]) if per_video else np.zeros(0, np.int64)
+    all_scores = np.concatenate([sc for _, sc in per_video.values()]) if per_video else np.zeros(0)
+    if all_labels.size == 0 or all_labels.min() == all_labels.max():
+        raise ValueError("frame AUC needs both normal and anomalous scored frames")
+    macro = [roc_auc_score(lab, sc) for lab, sc in per_video.values() if lab.size and lab.min() != lab.max()]
+    return FrameMetrics(
+        auc_micro=float(roc_auc_score(all_labels, all_scores)),
+        auc_macro=float(np.mean(macro)) if macro else float("nan"),
+        eer=equal_error_rate(all_labels, all_scores),
+        average_precision=float(average_precision_score(all_labels, all_scores)),
+        num_frames=int(all_labels.size),
+        num_anomalous=int(all_labels.sum()),
+        num_videos_macro=len(macro),
+    )
