@@ -185,6 +185,11 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
+def is_image_model(name: str) -> bool:
+    """True for the 2D (image) models, which take no width multiplier and no clip length."""
+    return "2d" in name
+
+
 def create_model(name: str, **kwargs) -> nn.Module:
     """Builds a registered model by name, e.g. `create_model("memae-nonspar", in_channels=1, width=0.25)`."""
     try:

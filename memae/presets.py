@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from torch import nn
 
-from memae.models import create_model
+from memae.models import create_model, is_image_model
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class ModelSpec:
     def build(self) -> nn.Module:
         kwargs = asdict(self)
         arch = kwargs.pop("arch")
-        if arch.endswith("2d"):
+        if is_image_model(arch):
             kwargs.pop("width")
         return create_model(arch, **kwargs)
 
