@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -67,12 +67,12 @@ def train_one_epoch(
     alpha: float = DEFAULT_ALPHA,
     device: torch.device | str = "cpu",
     bf16: bool = False,
-    max_steps: int | None = None,
-    deadline: float | None = None,
+    should_stop: Callable[[int], bool] | None = None,
 ) -> EpochResult:
-    """One pass over `batches` of [-1, 1] clips; stops early after `max_steps` or at `deadline` (time.monotonic).
+    """One pass over `batches` of [-1, 1] clips, stopping early once `should_stop(steps so far)` says so.
 
-    Memory diagnostics come from the same forward passes as the loss, so they cost nothing extra.
+    `should_stop` carries the step and time budgets; under DDP it must agree on every rank. Memory diagnostics
+    come from the same forward passes as the loss, so they cost nothing extra.
     """
     device = torch.device(device)
     model.train()
@@ -84,7 +84,7 @@ def train_one_epoch(
     stopped = False
     start = time.perf_counter()
     for x in batches:
-        if (max_steps is not None and steps >= max_steps) or (deadline is not None and time.monotonic() >= deadline):
+        if should_stop is not None and should_stop(steps):
             stopped = True
             break
         x = x.to(device, non_blocking=True)

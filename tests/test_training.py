@@ -33,7 +33,8 @@ def test_training_reduces_the_loss_and_reports_memory_usage(arch):
 def test_step_and_time_budgets_stop_the_epoch():
     model = get_preset("cpu-tiny").model.build()
     optimizer = torch.optim.Adam(model.parameters())
-    result = train_one_epoch(model, optimizer, batches(6), max_steps=2)
+    result = train_one_epoch(model, optimizer, batches(6), should_stop=lambda steps: steps >= 2)
     assert result.steps == 2 and result.stopped_early
-    result = train_one_epoch(model, optimizer, batches(6), deadline=time.monotonic() - 1)
+    deadline = time.monotonic() - 1
+    result = train_one_epoch(model, optimizer, batches(6), should_stop=lambda _: time.monotonic() >= deadline)
     assert result.steps == 0 and result.stopped_early
