@@ -1,0 +1,40 @@
+"""Train MemAE on clip shards with Ray Train, track it in MLflow, optionally register it.
+
+    python jobs/train.py --shards data/shards --epochs 5 --register memae-demo --alias champion
+    ray job submit --working-dir . -- python jobs/train.py --shards /abs/shards --num-workers 2
+    python jobs/train.py --config train.yaml --max-minutes 30
+
+Starts a local Ray unless RAY_ADDRESS points at a cluster (as it does under `ray job submit`). The MLflow store is
+MLFLOW_TRACKING_URI, else ./mlflow.db. Exit status 0 on success, 1 when training failed, 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from pipelines.config import config_from_args, config_parser
+from pipelines.train_config import TrainConfig
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = config_parser(TrainConfig, description=__doc__)
+    config = config_from_args(TrainConfig, parser.parse_args(argv))
+    if not config.shards:
+        parser.error("--shards is required (or `shards:` in --config)")
+    from pipelines.train import train
+
+    try:
+        result = train(config)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # a failed Ray Train run: say so, exit non-zero for schedulers
+        print(f"training failed: {err}", file=sys.stderr)
+        return 1
+    print(f"checkpoint: {result.checkpoint_path}")
+    print(f"mlflow run: {result.mlflow_run_id}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

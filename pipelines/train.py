@@ -1,0 +1,377 @@
+"""MemAE training with Ray Train: DDP over workers, checkpoints every epoch, MLflow tracking, registry.
+
+    from pipelines.train import train
+    from pipelines.train_config import TrainConfig
+    result = train(TrainConfig(shards="data/shards", epochs=5, register="memae-demo", alias="champion"))
+
+Each worker reads its own shard of the clip dataset. Rank 0 validates, writes the checkpoint and logs metrics to the
+MLflow run that the driver opened; the driver then draws the curves and registers the chosen checkpoint.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import ray.data
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from ray.train.v2.api.callback import UserCallback
+
+from memae.calibration import calibrate_errors
+from memae.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, unwrap
+from memae.evaluation import VideoScorer, model_clip_errors, video_metrics
+from memae.plots import training_curves
+from memae.presets import ModelSpec
+from memae.training import train_one_epoch
+from memae.transforms import clips_to_tensor
+from pipelines.clips import clip_dataset, iter_clips
+from pipelines.config import flatten, save_config
+from pipelines.corpus import Corpus
+from pipelines.ray_runtime import init_ray
+from pipelines.registry import register_checkpoint
+from pipelines.tracking import configure_mlflow
+from pipelines.train_config import TrainConfig
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass
+class TrainResult:
+    run_name: str
+    mlflow_run_id: str
+    checkpoint_path: str  # the checkpoint the run chose (best by validation AUC, else the last)
+    chosen: str  # "best" or "last"
+    epochs_done: int
+    metrics: dict[str, float]
+    history: list[dict[str, float]]
+    registered_version: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Worker side
+
+
+def _stop_everywhere(local_stop: bool) -> bool:
+    """True on every worker as soon as one wants to stop, so no DDP rank waits for a step the others skip."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return local_stop
+    flag = torch.tensor([1.0 if local_stop else 0.0])
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def _validate(model: torch.nn.Module, loop: dict[str, Any], device: torch.device) -> dict[str, float]:
+    """Frame AUC over the labelled validation clips, with the paper's per-video normalisation."""
+    config = TrainConfig(**loop["config"])
+    scorer = VideoScorer(clip_len=loop["clip_len"], frame_rule=config.frame_rule)
+    val = ray.train.get_dataset_shard("val")
+    model = unwrap(model)
+    model.eval()
+    for batch in val.iter_batches(batch_size=config.resolved_batch_size * 2, batch_format="numpy"):
+        x = clips_to_tensor(batch["clip"]).to(device)
+        scorer.add(batch["video_id"], batch["start"], model_clip_errors(model, x, config.error_rule))
+    frame_errors = scorer.frame_errors(loop["val_num_frames"])
+    labels = {vid: np.asarray(lab) for vid, lab in loop["val_labels"].items()}
+    metrics = video_metrics(frame_errors, labels)
+    return {"val_auc_micro": metrics.auc_micro, "val_auc_macro": metrics.auc_macro, "val_eer": metrics.eer}
+
+
+def _log_to_mlflow(loop: dict[str, Any], metrics: dict[str, float], step: int) -> None:
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=loop["tracking_uri"])
+    stamp = int(time.time() * 1000)
+    client.log_batch(
+        loop["run_id"],
+        metrics=[Metric(key, float(value), stamp, step) for key, value in metrics.items() if np.isfinite(value)],
+    )
+
+
+def train_loop_per_worker(loop: dict[str, Any]) -> list[dict[str, float]]:
+    """The per-worker loop: resume from Ray Train's checkpoint, train epochs, report and checkpoint each one."""
+    config = TrainConfig(**loop["config"])
+    spec = ModelSpec(**loop["model_spec"])
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    torch.set_num_threads(loop["torch_threads"])
+    torch.manual_seed(config.seed)
+
+    model = spec.build()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    start_epoch, steps_done, history = 0, 0, []
+    best = {"score": -np.inf, "epoch": 0}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            data = load_checkpoint(Path(directory) / CHECKPOINT_FILE)
+        model.load_state_dict(data["model"])
+        optimizer.load_state_dict(data["optimizer"])
+        start_epoch, steps_done = data["epoch"], data["extra"]["steps"]
+        history, best = data["extra"]["history"], data["extra"]["best"]
+    model = ray.train.torch.prepare_model(model)
+    device = ray.train.torch.get_device()
+    train_shard = ray.train.get_dataset_shard("train")
+
+    for epoch in range(start_epoch, config.epochs):
+
+        def should_stop(steps_in_epoch: int, done_before: int = steps_done) -> bool:
+            out_of_steps = config.max_steps is not None and done_before + steps_in_epoch >= config.max_steps
+            out_of_time = loop["deadline"] is not None and time.time() >= loop["deadline"]
+            return _stop_everywhere(out_of_steps or out_of_time)
+
+        batches = (
+            clips_to_tensor(batch["clip"])
+            for batch in train_shard.iter_torch_batches(
+                batch_size=config.resolved_batch_size,
+                local_shuffle_buffer_size=loop["shuffle_buffer"],
+                local_shuffle_seed=config.seed * 1000 + epoch,
+            )
+        )
+        result = train_one_epoch(
+            model, optimizer, batches, alpha=config.alpha, device=device, bf16=config.bf16, should_stop=should_stop
+        )
+        steps_done += result.steps
+        metrics = {"epoch": epoch + 1, "steps": steps_done, **result.metrics()}
+        # Equal on every rank while DDP keeps the replicas in sync; reported per worker, not logged to MLflow.
+        replica_checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
+        validate_now = loop["validate"] and (
+            (epoch + 1) % config.val_every == 0 or result.stopped_early or epoch + 1 == config.epochs
+        )
+        if rank == 0 and validate_now:
+            metrics.update(_validate(model, loop, device))
+            if metrics["val_auc_micro"] > best["score"]:
+                best = {"score": metrics["val_auc_micro"], "epoch": epoch + 1}
+        history.append(metrics)
+        with tempfile.TemporaryDirectory() as directory:
+            ckpt = None
+            if rank == 0:
+                save_checkpoint(
+                    Path(directory) / CHECKPOINT_FILE,
+                    model,
+                    spec,
+                    optimizer,
+                    epoch + 1,
+                    config=loop["config"],
+                    extra={"steps": steps_done, "history": history, "best": best},
+                )
+                _log_to_mlflow(loop, metrics, step=epoch + 1)
+                ckpt = ray.train.Checkpoint.from_directory(directory)
+            # Retention keeps the latest checkpoint and the best "score": validation AUC (-1 on epochs without
+            # validation), or minus the train loss when the run has no validation data.
+            score = metrics.get("val_auc_micro", -1.0) if loop["validate"] else -metrics["train_loss"]
+            ray.train.report(
+                {**metrics, "score": score, "replica_checksum": replica_checksum},
+                checkpoint=ckpt,
+                checkpoint_dir_name=f"epoch_{epoch + 1:04d}",
+            )
+        if result.stopped_early:
+            break
+    return history
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Driver side
+
+
+def worker_resources(config: TrainConfig) -> tuple[bool, dict[str, float], int]:
+    """(use_gpu, resources per worker, torch threads), fitted to the cluster.
+
+    On CPUs each worker gets at most one CPU and one whole CPU stays free: Ray Data's read tasks need it, and
+    without it a 2-CPU machine hangs with "Cluster resources are not enough".
+    """
+    cluster = ray.cluster_resources()
+    use_gpu = config.use_gpu if config.use_gpu is not None else cluster.get("GPU", 0) >= 1
+    workers = max(config.num_workers, 1)
+    if config.cpus_per_worker is not None:
+        cpus = config.cpus_per_worker
+    elif use_gpu:
+        cpus = 1.0
+    else:
+        cpus = max(0.1, min(1.0, (cluster.get("CPU", 1) - 1) / workers))
+        cpus = float(np.floor(cpus * 20) / 20)  # 0.05 steps keep the request exact
+    threads = config.torch_threads or max(1, round(cpus))
+    return use_gpu, {"CPU": cpus}, threads
+
+
+def configure_ray_data() -> None:
+    """No progress bars or plan dumps from Ray Data: a job's log is for epochs and results. Blocks keep their
+    order, so that a CPU run is deterministic given its seed."""
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+
+
+def _new_run_name() -> str:
+    return f"memae-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def _storage_path(config: TrainConfig) -> str:
+    """Absolute for local folders (a submitted job runs in a temporary copy of the working directory)."""
+    return config.storage_path if "://" in config.storage_path else str(Path(config.storage_path).resolve())
+
+
+def _find_mlflow_run(experiment: str, run_name: str) -> str | None:
+    import mlflow
+
+    runs = mlflow.search_runs(
+        experiment_names=[experiment], filter_string=f"tags.`memae.run_name` = '{run_name}'", output_format="list"
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def train(config: TrainConfig, callbacks: list[UserCallback] | None = None) -> TrainResult:
+    """Trains on the cluster Ray is connected to (a local one is started if none), tracks and registers the run.
+
+    `callbacks` are Ray Train callbacks run on the controller (Tune's report callback, test probes).
+    """
+    import mlflow
+
+    if not config.shards:
+        raise ValueError("no --shards given: ingest a corpus first (python jobs/ingest.py ...)")
+    corpus = Corpus.open(config.shards)
+    preset = config.preset_spec()
+    corpus.check_fits(preset.clip_len)
+    spec = config.model_spec(corpus.channels)
+    storage = _storage_path(config)
+    if config.resume and not config.name:
+        raise ValueError("--resume needs --name: the run to continue")
+    name = config.name or _new_run_name()
+    run_dir = Path(storage) / name
+    if not config.resume and "://" not in storage and run_dir.exists():
+        raise ValueError(f"a run called {name!r} already exists in {storage}: pass --resume to continue it")
+
+    init_ray()
+    configure_ray_data()
+    tracking_uri = configure_mlflow(config.tracking_uri, config.experiment)
+    use_gpu, resources, threads = worker_resources(config)
+    datasets = {
+        "train": clip_dataset(corpus.path, preset.clip_len, config.clip_stride, split="train").select_columns(["clip"])
+    }
+    loop: dict[str, Any] = {
+        "config": asdict(config),
+        "model_spec": asdict(spec),
+        "clip_len": preset.clip_len,
+        "torch_threads": threads,
+        "tracking_uri": tracking_uri,
+        "validate": config.val_shards is not None,
+        "shuffle_buffer": 4 * config.resolved_batch_size,
+        "deadline": time.time() + 60 * config.max_minutes if config.max_minutes else None,
+    }
+    if config.val_shards:
+        val = Corpus.open(config.val_shards)
+        val.check_matches(corpus)
+        datasets["val"] = clip_dataset(val.path, preset.clip_len, 1, split="test").select_columns(
+            ["video_id", "start", "clip"]
+        )
+        loop["val_num_frames"], loop["val_labels"] = val.labelled_videos("test")
+
+    run_id = _find_mlflow_run(config.experiment, name) if config.resume else None
+    with mlflow.start_run(run_id=run_id, run_name=name, tags={"memae.run_name": name}) as run:
+        loop["run_id"] = run.info.run_id
+        if run_id is None:
+            mlflow.log_params({k: v for k, v in flatten(config).items() if v is not None})
+            mlflow.log_params(
+                {f"model.{k}": v for k, v in asdict(spec).items()}
+                | {"use_gpu": use_gpu, "cpus_per_worker": resources["CPU"], "torch_threads": threads}
+            )
+        with tempfile.TemporaryDirectory() as tmp:
+            save_config(config, Path(tmp) / "train_config.yaml")
+            mlflow.log_artifact(str(Path(tmp) / "train_config.yaml"))
+
+        trainer = ray.train.torch.TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config=loop,
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=config.num_workers, use_gpu=use_gpu, resources_per_worker=resources
+            ),
+            run_config=ray.train.RunConfig(
+                name=name,
+                storage_path=storage,
+                failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="score"),
+                callbacks=callbacks,
+            ),
+            datasets=datasets,
+            dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        )
+        result = trainer.fit()
+        history = checkpoint_history(result.checkpoint)
+        chosen, checkpoint = "last", result.checkpoint
+        if config.val_shards and result.best_checkpoints:
+            chosen = "best"
+            checkpoint = max(result.best_checkpoints, key=lambda pair: pair[1]["score"])[0]
+        checkpoint_file = str(Path(checkpoint.path) / CHECKPOINT_FILE)
+        mlflow.set_tags({"memae.checkpoint": checkpoint_file, "memae.checkpoint_chosen": chosen})
+        log_history_plots(history)
+        version = None
+        if config.register:
+            version = register_checkpoint(
+                checkpoint_file,
+                config.register,
+                corpus.model_preprocessing(preset.clip_len, config.error_rule, config.frame_rule),
+                calibration=calibrate(checkpoint_file, corpus.path, preset.clip_len, config),
+                alias=config.alias,
+            )
+        print(
+            f"run {name}: {len(history)} epochs, registered {chosen} checkpoint "
+            f"{'as ' + config.register + ' v' + version if version else '(not registered)'}",
+            flush=True,
+        )
+    return TrainResult(
+        run_name=name,
+        mlflow_run_id=loop["run_id"],
+        checkpoint_path=checkpoint_file,
+        chosen=chosen,
+        epochs_done=len(history),
+        metrics=history[-1] if history else {},
+        history=history,
+        registered_version=version,
+    )
+
+
+def checkpoint_history(checkpoint: ray.train.Checkpoint | None) -> list[dict[str, float]]:
+    """The per-epoch metrics saved inside a checkpoint (they survive restarts, unlike a worker's memory)."""
+    if checkpoint is None:
+        return []
+    with checkpoint.as_directory() as directory:
+        return list(load_checkpoint(Path(directory) / CHECKPOINT_FILE)["extra"]["history"])
+
+
+def log_history_plots(history: list[dict[str, float]]) -> None:
+    """Loss curves and memory diagnostics per epoch, as PNGs in the active MLflow run."""
+    import mlflow
+
+    if not history:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.log_artifact(str(training_curves(history, Path(tmp) / "training_curves.png")), "plots")
+
+
+def calibrate(checkpoint_file: str, shards: Path, clip_len: int, config: TrainConfig,
+              max_clips: int = 512) -> dict[str, Any]:
+    """The chosen model's error distribution on normal training clips (non-overlapping), for unlabelled runs."""
+    model, _ = model_from_checkpoint(load_checkpoint(checkpoint_file))
+    model.eval()
+    errors: list[torch.Tensor] = []
+    batch: list[np.ndarray] = []
+    clips = iter_clips(shards, clip_len=clip_len, stride=clip_len, split="train")
+    for row in itertools.islice(clips, max_clips):
+        batch.append(row["clip"])
+        if len(batch) == config.resolved_batch_size:
+            errors.append(model_clip_errors(model, clips_to_tensor(np.stack(batch)), config.error_rule))
+            batch = []
+    if batch:
+        errors.append(model_clip_errors(model, clips_to_tensor(np.stack(batch)), config.error_rule))
+    return calibrate_errors(torch.cat(errors).numpy(), config.error_rule)
