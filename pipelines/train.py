@@ -71,19 +71,33 @@ def _stop_everywhere(local_stop: bool) -> bool:
 
 
 def _validate(model: torch.nn.Module, loop: dict[str, Any], device: torch.device) -> dict[str, float]:
-    """Frame AUC over the labelled validation clips, with the paper's per-video normalisation."""
+    """Frame AUC over labelled validation clips (the paper's protocol), or the mean error on held-out normal clips."""
     config = TrainConfig(**loop["config"])
     scorer = VideoScorer(clip_len=loop["clip_len"], frame_rule=config.frame_rule)
-    val = ray.train.get_dataset_shard("val")
     model = unwrap(model)
     model.eval()
-    for batch in val.iter_batches(batch_size=config.resolved_batch_size * 2, batch_format="numpy"):
-        x = clips_to_tensor(batch["clip"]).to(device)
-        scorer.add(batch["video_id"], batch["start"], model_clip_errors(model, x, config.error_rule))
-    frame_errors = scorer.frame_errors(loop["val_num_frames"])
+    errors = []
+    for batch in ray.train.get_dataset_shard("val").iter_batches(
+        batch_size=config.resolved_batch_size * 2, batch_format="numpy"
+    ):
+        batch_errors = model_clip_errors(model, clips_to_tensor(batch["clip"]).to(device), config.error_rule)
+        scorer.add(batch["video_id"], batch["start"], batch_errors)
+        errors.append(batch_errors)
+    if loop["objective"] == "holdout_error":
+        return {"holdout_error": float(torch.cat(errors).mean())}
     labels = {vid: np.asarray(lab) for vid, lab in loop["val_labels"].items()}
-    metrics = video_metrics(frame_errors, labels)
+    metrics = video_metrics(scorer.frame_errors(loop["val_num_frames"]), labels)
     return {"val_auc_micro": metrics.auc_micro, "val_auc_macro": metrics.auc_macro, "val_eer": metrics.eer}
+
+
+def checkpoint_score(metrics: dict[str, float], objective: str) -> float:
+    """Higher is better. Epochs without validation score lowest, so retention keeps the best validated one
+    (Ray always keeps the latest too)."""
+    if objective == "val_auc_micro":
+        return metrics.get("val_auc_micro", -1.0)
+    if objective == "holdout_error":
+        return -metrics["holdout_error"] if "holdout_error" in metrics else -np.finfo(np.float32).max
+    return -metrics["train_loss"]
 
 
 def _log_to_mlflow(loop: dict[str, Any], metrics: dict[str, float], step: int) -> None:
@@ -145,13 +159,14 @@ def train_loop_per_worker(loop: dict[str, Any]) -> list[dict[str, float]]:
         metrics = {"epoch": epoch + 1, "steps": steps_done, **result.metrics()}
         # Equal on every rank while DDP keeps the replicas in sync; reported per worker, not logged to MLflow.
         replica_checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
-        validate_now = loop["validate"] and (
+        validate_now = loop["objective"] != "train_loss" and (
             (epoch + 1) % config.val_every == 0 or result.stopped_early or epoch + 1 == config.epochs
         )
         if rank == 0 and validate_now:
             metrics.update(_validate(model, loop, device))
-            if metrics["val_auc_micro"] > best["score"]:
-                best = {"score": metrics["val_auc_micro"], "epoch": epoch + 1}
+        score = checkpoint_score(metrics, loop["objective"])
+        if score > best["score"]:
+            best = {"score": score, "epoch": epoch + 1}
         history.append(metrics)
         with tempfile.TemporaryDirectory() as directory:
             ckpt = None
@@ -167,9 +182,6 @@ def train_loop_per_worker(loop: dict[str, Any]) -> list[dict[str, float]]:
                 )
                 _log_to_mlflow(loop, metrics, step=epoch + 1)
                 ckpt = ray.train.Checkpoint.from_directory(directory)
-            # Retention keeps the latest checkpoint and the best "score": validation AUC (-1 on epochs without
-            # validation), or minus the train loss when the run has no validation data.
-            score = metrics.get("val_auc_micro", -1.0) if loop["validate"] else -metrics["train_loss"]
             ray.train.report(
                 {**metrics, "score": score, "replica_checksum": replica_checksum},
                 checkpoint=ckpt,
@@ -182,6 +194,23 @@ def train_loop_per_worker(loop: dict[str, Any]) -> list[dict[str, float]]:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Driver side
+
+
+def training_objective(config: TrainConfig) -> str:
+    """What "best" means for this run: labelled validation AUC, else held-out normal error, else the train loss."""
+    if config.val_shards:
+        return "val_auc_micro"
+    return "holdout_error" if config.holdout_fraction > 0 else "train_loss"
+
+
+def split_holdout(video_ids: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(held out, kept): whole videos, chosen by seed; at least one of each when there are two videos or more."""
+    if len(video_ids) < 2:
+        raise ValueError(f"holding out videos needs at least 2 training videos, the corpus has {len(video_ids)}")
+    order = np.random.default_rng(seed).permutation(len(video_ids))
+    count = min(len(video_ids) - 1, max(1, round(fraction * len(video_ids))))
+    held = sorted(video_ids[i] for i in order[:count])
+    return held, [v for v in video_ids if v not in held]
 
 
 def worker_resources(config: TrainConfig) -> tuple[bool, dict[str, float], int]:
@@ -265,7 +294,7 @@ def train(config: TrainConfig, callbacks: list[UserCallback] | None = None) -> T
         "clip_len": preset.clip_len,
         "torch_threads": threads,
         "tracking_uri": tracking_uri,
-        "validate": config.val_shards is not None,
+        "objective": training_objective(config),
         "shuffle_buffer": 4 * config.resolved_batch_size,
         "deadline": time.time() + 60 * config.max_minutes if config.max_minutes else None,
     }
@@ -276,9 +305,20 @@ def train(config: TrainConfig, callbacks: list[UserCallback] | None = None) -> T
             ["video_id", "start", "clip"]
         )
         loop["val_num_frames"], loop["val_labels"] = val.labelled_videos("test")
+    elif config.holdout_fraction > 0:
+        train_ids = [v["video_id"] for v in corpus.videos("train")]
+        held, kept = split_holdout(train_ids, config.holdout_fraction, config.seed)
+        train_clips = clip_dataset(corpus.path, preset.clip_len, config.clip_stride, split="train", video_ids=kept)
+        datasets["train"] = train_clips.select_columns(["clip"])
+        datasets["val"] = clip_dataset(corpus.path, preset.clip_len, preset.clip_len, split="train",
+                                       video_ids=held).select_columns(["video_id", "start", "clip"])
+        print(f"holding out {len(held)} of {len(held) + len(kept)} training videos: {', '.join(held)}", flush=True)
 
     run_id = _find_mlflow_run(config.experiment, name) if config.resume else None
-    with mlflow.start_run(run_id=run_id, run_name=name, tags={"memae.run_name": name}) as run:
+    tags = {"memae.run_name": name, "memae.objective": loop["objective"]}
+    if config.mlflow_parent_run:
+        tags["mlflow.parentRunId"] = config.mlflow_parent_run
+    with mlflow.start_run(run_id=run_id, run_name=name, tags=tags) as run:
         loop["run_id"] = run.info.run_id
         if run_id is None:
             mlflow.log_params({k: v for k, v in flatten(config).items() if v is not None})
@@ -309,7 +349,7 @@ def train(config: TrainConfig, callbacks: list[UserCallback] | None = None) -> T
         result = trainer.fit()
         history = checkpoint_history(result.checkpoint)
         chosen, checkpoint = "last", result.checkpoint
-        if config.val_shards and result.best_checkpoints:
+        if loop["objective"] != "train_loss" and result.best_checkpoints:
             chosen = "best"
             checkpoint = max(result.best_checkpoints, key=lambda pair: pair[1]["score"])[0]
         checkpoint_file = str(Path(checkpoint.path) / CHECKPOINT_FILE)

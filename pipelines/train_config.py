@@ -38,7 +38,9 @@ class TrainConfig:
     cpus_per_worker: float | None = option(None, "CPUs per worker (default: leave one CPU for Ray Data)")
     torch_threads: int | None = option(None, "torch threads per worker (default: from the worker's CPUs)")
     bf16: bool = option(True, "bf16 autocast on GPU workers")
-    val_every: int = option(1, "validate every N epochs (with --val-shards)")
+    val_every: int = option(1, "validate every N epochs (with --val-shards or --holdout-fraction)")
+    holdout_fraction: float = option(0.0, "without --val-shards: fraction of training videos held out to measure "
+                                     "reconstruction error on unseen normal clips (the objective then)")
     error_rule: str = option("l1", "clip error for validation", choices=list(ERROR_RULES))
     frame_rule: str = option("centre", "clip-to-frame rule for validation", choices=list(FRAME_RULES))
     storage_path: str = option("runs", "where checkpoints go: a folder, or any URI Ray Train accepts")
@@ -49,6 +51,7 @@ class TrainConfig:
     alias: str | None = option(None, "move this alias (e.g. champion) to the registered version")
     tracking_uri: str | None = option(None, "MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
     experiment: str = option("memae-train", "MLflow experiment")
+    mlflow_parent_run: str | None = option(None, "nest this run under that MLflow run id (set by tune sweeps)")
 
     def preset_spec(self) -> Preset:
         return get_preset(self.preset)

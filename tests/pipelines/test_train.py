@@ -137,3 +137,14 @@ def test_a_worker_killed_mid_run_is_restarted_from_the_last_checkpoint(base, tmp
     assert any("exception" in e for e in events), "the controller saw the worker die"
     epochs_reported = [e["workers"][0]["epoch"] for e in events if "workers" in e]
     assert epochs_reported[-1] == 4 and epochs_reported.count(1) == 1, "epoch 1 was not redone after the restart"
+
+
+def test_holdout_objective_picks_the_checkpoint_with_the_lowest_held_out_error(base, tmp_path):
+    result = train(TrainConfig(**{**base.__dict__, "name": "holdout", "holdout_fraction": 0.5, "epochs": 2}))
+    errors = [h["holdout_error"] for h in result.history]
+    assert len(errors) == 2 and all(e > 0 for e in errors)
+    assert result.chosen == "best"
+    best_epoch = int(np.argmin(errors)) + 1
+    assert Path(result.checkpoint_path).parent.name == f"epoch_{best_epoch:04d}"
+    run = mlflow.get_run(result.mlflow_run_id)
+    assert run.data.tags["memae.objective"] == "holdout_error"

@@ -1,0 +1,31 @@
+"""The training driver's small decisions, without starting Ray Train."""
+
+import numpy as np
+import pytest
+
+from pipelines.train import checkpoint_score, split_holdout, training_objective
+from pipelines.train_config import TrainConfig
+
+
+def test_holdout_split_is_deterministic_disjoint_and_never_empty():
+    ids = [f"Train{i:03d}" for i in range(10)]
+    held, kept = split_holdout(ids, 0.2, seed=1)
+    assert split_holdout(ids, 0.2, seed=1) == (held, kept)
+    assert len(held) == 2 and set(held).isdisjoint(kept) and sorted(held + kept) == ids
+    assert split_holdout(ids, 0.2, seed=2)[0] != held
+    assert len(split_holdout(ids[:2], 0.01, seed=0)[0]) == 1 and len(split_holdout(ids[:2], 0.99, seed=0)[1]) == 1
+    with pytest.raises(ValueError, match="at least 2"):
+        split_holdout(ids[:1], 0.5, seed=0)
+
+
+def test_objective_and_scores_rank_validated_epochs_first():
+    assert training_objective(TrainConfig(val_shards="x", holdout_fraction=0.3)) == "val_auc_micro"
+    assert training_objective(TrainConfig(holdout_fraction=0.3)) == "holdout_error"
+    assert training_objective(TrainConfig()) == "train_loss"
+    assert checkpoint_score({"val_auc_micro": 0.7, "train_loss": 1}, "val_auc_micro") == 0.7
+    assert checkpoint_score({"train_loss": 1}, "val_auc_micro") < 0
+    assert checkpoint_score({"holdout_error": 0.2}, "holdout_error") > checkpoint_score({"holdout_error": 0.3},
+                                                                                        "holdout_error")
+    assert checkpoint_score({"train_loss": 0.1}, "holdout_error") < -1e30
+    assert checkpoint_score({"train_loss": 0.1}, "train_loss") == pytest.approx(-0.1)
+    assert np.isfinite(checkpoint_score({"train_loss": 0.1}, "holdout_error"))
