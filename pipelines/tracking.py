@@ -14,23 +14,25 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pipelines.job_env import durable_path
+
 DEFAULT_DB_NAME = "mlflow.db"
 DEFAULT_ARTIFACT_DIR = "mlruns"
 
 
-def default_tracking_uri(directory: str | os.PathLike | None = None) -> str:
-    """sqlite:////abs/path/mlflow.db in `directory` (default: the current directory)."""
-    db = Path(directory or os.getcwd()).resolve() / DEFAULT_DB_NAME
-    return f"sqlite:///{db}"
-
-
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """An explicit URI, else `MLFLOW_TRACKING_URI`, else the local SQLite default; relative paths made absolute."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    """An explicit URI, else `MLFLOW_TRACKING_URI`, else the local SQLite default; relative paths made absolute.
+
+    Under `ray job submit --working-dir` a relative store would live in Ray's temporary copy and be lost: that is
+    an error naming the fix.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_DB_NAME}"
+    fix = ("--tracking-uri, or MLFLOW_TRACKING_URI in the job's environment "
+           "(ray job submit --runtime-env-json '{\"env_vars\": {\"MLFLOW_TRACKING_URI\": \"...\"}}')")
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+        uri = f"sqlite:///{durable_path(uri.removeprefix('sqlite:///'), 'the MLflow store', fix)}"
     elif "://" not in uri:
-        uri = Path(uri).resolve().as_uri()
+        uri = durable_path(uri, "the MLflow store", fix).as_uri()
     return uri
 
 

@@ -37,6 +37,7 @@ from memae.transforms import clips_to_tensor
 from pipelines.clips import clip_dataset, iter_clips
 from pipelines.config import flatten, save_config
 from pipelines.corpus import Corpus
+from pipelines.job_env import durable_path
 from pipelines.ray_runtime import init_ray
 from pipelines.registry import register_checkpoint
 from pipelines.tracking import configure_mlflow
@@ -153,7 +154,8 @@ def train_loop_per_worker(loop: dict[str, Any]) -> list[dict[str, float]]:
             )
         )
         result = train_one_epoch(
-            model, optimizer, batches, alpha=config.alpha, device=device, bf16=config.bf16, should_stop=should_stop
+            model, optimizer, batches, alpha=config.effective_alpha, device=device, bf16=config.bf16,
+            should_stop=should_stop,
         )
         steps_done += result.steps
         metrics = {"epoch": epoch + 1, "steps": steps_done, **result.metrics()}
@@ -247,8 +249,10 @@ def _new_run_name() -> str:
 
 
 def _storage_path(config: TrainConfig) -> str:
-    """Absolute for local folders (a submitted job runs in a temporary copy of the working directory)."""
-    return config.storage_path if "://" in config.storage_path else str(Path(config.storage_path).resolve())
+    """A URI as given; a local folder made absolute (and refused when it would vanish with a submitted job)."""
+    if "://" in config.storage_path:
+        return config.storage_path
+    return str(durable_path(config.storage_path, "the checkpoint folder", "--storage-path"))
 
 
 def _find_mlflow_run(experiment: str, run_name: str) -> str | None:

@@ -25,7 +25,7 @@ class TrainConfig:
         "dot", "memory addressing: dot (official code) or cosine (paper)", choices=["dot", "cosine"]
     )
     temperature: float = option(1.0, "softmax temperature for cosine addressing")
-    alpha: float = option(DEFAULT_ALPHA, "entropy loss weight")
+    alpha: float = option(DEFAULT_ALPHA, "entropy loss weight (memae-nonspar trains without it, as in the paper)")
     lr: float = option(1e-4, "Adam learning rate")
     batch_size: int | None = option(None, "clips per step per worker (default: the preset's; official 14)")
     clip_stride: int = option(1, "frames between the starts of consecutive training clips")
@@ -70,6 +70,11 @@ class TrainConfig:
             temperature=self.temperature,
         )
         return replace(spec, shrink_thres=0.0) if self.model == "memae-nonspar" else spec
+
+    @property
+    def effective_alpha(self) -> float:
+        """The paper's MemAE-nonSpar drops both sparsity devices: hard shrinkage and the entropy loss."""
+        return 0.0 if self.model == "memae-nonspar" else self.alpha
 
     @property
     def resolved_batch_size(self) -> int:

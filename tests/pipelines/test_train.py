@@ -14,8 +14,6 @@ import numpy as np
 import pytest
 from ray.train.v2.api.callback import UserCallback
 
-from memae.synth import SynthConfig, write_corpus
-from pipelines.ingest import IngestConfig, ingest
 from pipelines.train import train
 from pipelines.train_config import TrainConfig
 
@@ -39,26 +37,16 @@ def records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory, ray_session) -> Path:
-    """A tiny Ped2-layout corpus stored at 32x32 grey: fits the cpu-tiny preset (8-frame clips)."""
-    root = tmp_path_factory.mktemp("train-corpus")
-    write_corpus("ucsd-ped2", root, SynthConfig(height=48, width=64, frames=24, train_videos=2, test_videos=2, seed=7))
-    out = tmp_path_factory.mktemp("train-shards")
-    assert ingest(IngestConfig(root=root, out=out, dataset="ucsd-ped2", size=(32, 32)), echo=lambda _: None).ok
-    return out
-
-
 @pytest.fixture
-def base(tmp_path, shards, monkeypatch) -> TrainConfig:
+def base(tmp_path, tiny_train_shards, monkeypatch) -> TrainConfig:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    return TrainConfig(shards=str(shards), preset="cpu-tiny", clip_stride=4, lr=1e-3, epochs=2, seed=3,
+    return TrainConfig(shards=str(tiny_train_shards), preset="cpu-tiny", clip_stride=4, lr=1e-3, epochs=2, seed=3,
                        storage_path=str(tmp_path / "runs"), num_workers=1, cpus_per_worker=0.45)
 
 
-def test_two_worker_ddp_trains_validates_and_registers(base, tmp_path, shards):
+def test_two_worker_ddp_trains_validates_and_registers(base, tmp_path, tiny_train_shards):
     log = tmp_path / "reports.jsonl"
-    config = TrainConfig(**{**base.__dict__, "num_workers": 2, "val_shards": str(shards),
+    config = TrainConfig(**{**base.__dict__, "num_workers": 2, "val_shards": str(tiny_train_shards),
                             "register": "tiny-memae", "alias": "champion"})
     result = train(config, callbacks=[RecordReports(log)])
 

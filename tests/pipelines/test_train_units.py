@@ -29,3 +29,10 @@ def test_objective_and_scores_rank_validated_epochs_first():
     assert checkpoint_score({"train_loss": 0.1}, "holdout_error") < -1e30
     assert checkpoint_score({"train_loss": 0.1}, "train_loss") == pytest.approx(-0.1)
     assert np.isfinite(checkpoint_score({"train_loss": 0.1}, "holdout_error"))
+
+
+def test_nonspar_ablation_drops_shrinkage_and_entropy_as_the_paper_defines_it():
+    config = TrainConfig(model="memae-nonspar", alpha=0.01, shrink_thres=0.01)
+    assert config.effective_alpha == 0.0 and config.model_spec(in_channels=1).shrink_thres == 0.0
+    memae = TrainConfig(model="memae", alpha=0.01)
+    assert memae.effective_alpha == 0.01 and memae.model_spec(in_channels=1).shrink_thres == 0.0025
