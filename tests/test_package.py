@@ -15,3 +15,15 @@ def test_memae_imports_without_ray_or_mlflow():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_importing_the_dataset_readers_does_not_import_torch():
+    code = "import sys, memae.datasets, memae.synth; sys.exit(1 if 'torch' in sys.modules else 0)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+def test_lazy_exports_resolve():
+    import memae
+
+    assert memae.AutoEncoderCov3DMem.__name__ == "AutoEncoderCov3DMem"
+    assert set(memae.__all__) <= set(dir(memae))

@@ -1,0 +1,115 @@
+"""What every dataset reader yields: one `VideoRecord` per video, whatever the archive's layout.
+
+Readers only list and parse ground truth; they never decode pixels (see `decode.py`), so listing a large archive is
+cheap. Problems found while listing (a missing ground-truth file, labels of the wrong length) are attached to the
+record instead of raised, so one bad video never hides the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+SPLITS = ("train", "test")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".webm", ".flv", ".wmv", ".ts", ".3gp")
+
+
+class Issue(NamedTuple):
+    """Something wrong or worth saying about one file: what a report prints."""
+
+    file: str
+    reason: str
+
+
+class MaskRef(NamedTuple):
+    """Where a video's pixel masks live; `masks.load_masks` reads them on demand (they are large)."""
+
+    kind: str  # "image-dir" (one binary image per frame), "avenue-mat" (cell array volLabel), "npy" (T,H,W)
+    paths: tuple[Path, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class VideoRecord:
+    """One video of an archive.
+
+    Attributes:
+        video_id: the dataset's own name for the video (`Test001`, `01_0014`, a file's stem).
+        split: "train" or "test".
+        source: the video file, or the folder holding the frame images.
+        frame_files: the frame images in playing order; empty for a video file.
+        num_frames: frame count; None for a video file that was not probed (decoding counts them anyway).
+        fps: frames per second when known.
+        labels: per-frame 0/1 (int8), frame i of the video is label i; None when unknown.
+        label_source: the file the labels were read from, for reports.
+        masks: where the pixel masks are, when the archive has them.
+        known_normal: the archive declares every frame normal (the training split of a benchmark).
+        problems: reasons this video cannot be used as it is (missing or inconsistent ground truth, ...).
+        notes: things worth reporting that do not stop its use (two ground truths that disagree, ...).
+    """
+
+    video_id: str
+    split: str
+    source: Path
+    frame_files: tuple[Path, ...] = ()
+    num_frames: int | None = None
+    fps: float | None = None
+    labels: np.ndarray | None = None
+    label_source: Path | None = None
+    masks: MaskRef | None = None
+    known_normal: bool = False
+    problems: tuple[Issue, ...] = field(default=())
+    notes: tuple[Issue, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"{self.video_id}: split must be one of {SPLITS}, not {self.split!r}")
+
+    @property
+    def is_video_file(self) -> bool:
+        """True for a container file (decoded with decord), False for a folder of frame images (Pillow)."""
+        return not self.frame_files and self.source.suffix.lower() in VIDEO_SUFFIXES
+
+    def frame_labels(self, num_frames: int) -> np.ndarray:
+        """Per-frame labels for `num_frames` decoded frames: 0/1 where known, -1 where unknown."""
+        if self.labels is not None:
+            return self.labels.astype(np.int8)
+        return np.full(num_frames, 0 if self.known_normal else -1, dtype=np.int8)
+
+
+def labels_from_ranges(ranges: list[tuple[int, int]], num_frames: int) -> np.ndarray:
+    """0/1 labels from half-open, 0-based anomalous ranges [start, stop)."""
+    labels = np.zeros(num_frames, dtype=np.int8)
+    for start, stop in ranges:
+        labels[start:stop] = 1
+    return labels
+
+
+def ranges_from_labels(labels: np.ndarray) -> list[tuple[int, int]]:
+    """Half-open, 0-based [start, stop) runs of label 1; the inverse of `labels_from_ranges`."""
+    padded = np.concatenate([[0], (np.asarray(labels) == 1).astype(np.int8), [0]])
+    edges = np.flatnonzero(np.diff(padded))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def sorted_images(folder: Path) -> tuple[Path, ...]:
+    """Frame images of a folder in playing order (numeric when the stems are numbers), hidden files skipped."""
+    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+    return tuple(sorted(files, key=_natural_key))
+
+
+def _natural_key(path: Path) -> tuple:
+    stem = path.stem
+    return (0, int(stem), stem) if stem.isdigit() else (1, 0, stem)
+
+
+def select_split(split: str) -> tuple[str, ...]:
+    """The splits a reader should list for `split` ("train", "test" or "all")."""
+    if split == "all":
+        return SPLITS
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'train', 'test' or 'all', not {split!r}")
+    return (split,)
