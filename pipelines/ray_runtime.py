@@ -39,7 +39,10 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
         address="local",
         num_cpus=num_cpus or os.cpu_count() or 1,
         object_store_memory=object_store_memory or min(DEFAULT_OBJECT_STORE_BYTES, memory // 4),
-        include_dashboard=False,
+        # The dashboard serves the state API that Ray Train V2 uses to release a finished run's resources;
+        # bound to loopback, it is not reachable from elsewhere.
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
         **kwargs,
     )
     return True

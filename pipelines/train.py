@@ -101,6 +101,21 @@ def checkpoint_score(metrics: dict[str, float], objective: str) -> float:
     return -metrics["train_loss"]
 
 
+def epoch_line(metrics: dict[str, float], epochs: int) -> str:
+    """One progress line per epoch: the numbers a person watches."""
+    parts = [f"epoch {metrics['epoch']}/{epochs}", f"loss {metrics['train_loss']:.5f}",
+             f"{metrics['train_clips_per_s']:.1f} clips/s"]
+    if "mem_active_query_fraction" in metrics:
+        parts.append(f"memory: {100 * metrics['mem_active_query_fraction']:.0f}% queries active, "
+                     f"{metrics['mem_mean_active_slots_when_active']:.1f} slots each, "
+                     f"{metrics['mem_distinct_slots']:.0f} slots used")
+    if "val_auc_micro" in metrics:
+        parts.append(f"val AUC {metrics['val_auc_micro']:.3f} (macro {metrics['val_auc_macro']:.3f})")
+    if "holdout_error" in metrics:
+        parts.append(f"held-out error {metrics['holdout_error']:.5f}")
+    return " | ".join(parts)
+
+
 def _log_to_mlflow(loop: dict[str, Any], metrics: dict[str, float], step: int) -> None:
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
@@ -183,6 +198,7 @@ def train_loop_per_worker(loop: dict[str, Any]) -> list[dict[str, float]]:
                     extra={"steps": steps_done, "history": history, "best": best},
                 )
                 _log_to_mlflow(loop, metrics, step=epoch + 1)
+                print(epoch_line(metrics, config.epochs), flush=True)
                 ckpt = ray.train.Checkpoint.from_directory(directory)
             ray.train.report(
                 {**metrics, "score": score, "replica_checksum": replica_checksum},
@@ -368,11 +384,9 @@ def train(config: TrainConfig, callbacks: list[UserCallback] | None = None) -> T
                 calibration=calibrate(checkpoint_file, corpus.path, preset.clip_len, config),
                 alias=config.alias,
             )
-        print(
-            f"run {name}: {len(history)} epochs, registered {chosen} checkpoint "
-            f"{'as ' + config.register + ' v' + version if version else '(not registered)'}",
-            flush=True,
-        )
+        registered = f"registered as {config.register} version {version}" if version else "not registered"
+        print(f"run {name}: {len(history)} epochs; chose the {chosen} checkpoint ({loop['objective']}); {registered}",
+              flush=True)
     return TrainResult(
         run_name=name,
         mlflow_run_id=loop["run_id"],

@@ -15,12 +15,14 @@ TINY = SynthConfig(height=48, width=64, frames=24, train_videos=2, test_videos=2
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """The session's single Ray: 2 CPUs and a 300 MB object store, so it fits beside the other test processes."""
+    """The session's single Ray: 2 CPUs and a 300 MB object store, so it fits beside the other test processes.
+    With the dashboard: Ray Train V2 releases a finished run's resources through its state API."""
     import ray
 
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, object_store_memory=300 * 1024**2, include_dashboard=False, address="local")
+        ray.init(num_cpus=2, object_store_memory=300 * 1024**2, include_dashboard=True, dashboard_host="127.0.0.1",
+                 address="local")
     yield ray
     if started:
         ray.shutdown()

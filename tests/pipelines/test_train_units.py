@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipelines.train import checkpoint_score, split_holdout, training_objective
+from pipelines.train import checkpoint_score, epoch_line, split_holdout, training_objective
 from pipelines.train_config import TrainConfig
 
 
@@ -36,3 +36,11 @@ def test_nonspar_ablation_drops_shrinkage_and_entropy_as_the_paper_defines_it():
     assert config.effective_alpha == 0.0 and config.model_spec(in_channels=1).shrink_thres == 0.0
     memae = TrainConfig(model="memae", alpha=0.01)
     assert memae.effective_alpha == 0.01 and memae.model_spec(in_channels=1).shrink_thres == 0.0025
+
+
+def test_epoch_line_shows_loss_memory_and_validation():
+    line = epoch_line({"epoch": 3, "train_loss": 0.01, "train_clips_per_s": 12.0, "mem_active_query_fraction": 0.5,
+                       "mem_mean_active_slots_when_active": 4.0, "mem_distinct_slots": 80, "val_auc_micro": 0.9,
+                       "val_auc_macro": 0.8}, epochs=10)
+    assert line.startswith("epoch 3/10")
+    assert "50% queries active" in line and "val AUC 0.900" in line and "loss 0.01000" in line
