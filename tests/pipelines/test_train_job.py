@@ -82,7 +82,8 @@ def test_ray_job_submit_trains_and_registers(ray_head, tiny_train_shards, tmp_pa
                             env=env, capture_output=True, text=True, timeout=60)
     assert "succeeded" in (status.stdout + status.stderr).lower(), logs.stdout[-3000:] + status.stdout
 
-    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{db}")
+    # Both URIs: the registry would otherwise default to whatever an earlier test set process-wide.
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{db}", registry_uri=f"sqlite:///{db}")
     version = client.get_model_version_by_alias("submitted-memae", "champion")
     assert int(version.version) == 1
     assert list((tmp_path / "runs").glob("*/epoch_0001/checkpoint.pt")), "the checkpoint went to the absolute path"
