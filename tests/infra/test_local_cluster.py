@@ -169,7 +169,8 @@ def test_training_runs_ddp_on_both_nodes_and_registers(cluster, trained):
 
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=cluster.env["MLFLOW_TRACKING_URI"])
+    uri = cluster.env["MLFLOW_TRACKING_URI"]
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # not the registry another test set process-wide
     version = client.get_model_version_by_alias(MODEL, "champion")
     run = client.get_run(version.run_id)
     assert "train_loss" in run.data.metrics
