@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 
 def reconstruction_panel(
@@ -144,6 +145,9 @@ def sweep_plot(
             ax.legend(fontsize=8)
         if len(x) and x.min() > 0 and x.max() / x.min() > 10:
             ax.set_xscale("log")
+            if len(values) <= 8 and np.all(values == np.round(values)):  # memory sizes: label the sizes tried
+                ax.set_xticks(values, [f"{v:g}" for v in values])
+                ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel(setting)
         ax.set_ylabel(objective)
         ax.set_title(f"{objective} vs {setting}")

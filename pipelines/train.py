@@ -264,14 +264,14 @@ def _new_run_name() -> str:
     return f"memae-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
-def _storage_path(config: TrainConfig) -> str:
+def storage_path_for(config: TrainConfig) -> str:
     """A URI as given; a local folder made absolute (and refused when it would vanish with a submitted job)."""
     if "://" in config.storage_path:
         return config.storage_path
     return str(durable_path(config.storage_path, "the checkpoint folder", "--storage-path"))
 
 
-def _find_mlflow_run(experiment: str, run_name: str) -> str | None:
+def find_mlflow_run(experiment: str, run_name: str) -> str | None:
     import mlflow
 
     runs = mlflow.search_runs(
@@ -293,7 +293,7 @@ def train(config: TrainConfig, callbacks: list[UserCallback] | None = None) -> T
     preset = config.preset_spec()
     corpus.check_fits(preset.clip_len)
     spec = config.model_spec(corpus.channels)
-    storage = _storage_path(config)
+    storage = storage_path_for(config)
     if config.resume and not config.name:
         raise ValueError("--resume needs --name: the run to continue")
     name = config.name or _new_run_name()
@@ -334,7 +334,7 @@ def train(config: TrainConfig, callbacks: list[UserCallback] | None = None) -> T
                                        video_ids=held).select_columns(["video_id", "start", "clip"])
         print(f"holding out {len(held)} of {len(held) + len(kept)} training videos: {', '.join(held)}", flush=True)
 
-    run_id = _find_mlflow_run(config.experiment, name) if config.resume else None
+    run_id = find_mlflow_run(config.experiment, name) if config.resume else None
     tags = {"memae.run_name": name, "memae.objective": loop["objective"]}
     if config.mlflow_parent_run:
         tags["mlflow.parentRunId"] = config.mlflow_parent_run

@@ -1,0 +1,43 @@
+"""Sweep MemAE's memory size and entropy weight with Ray Tune; each trial a Ray Train run, all tracked in MLflow.
+
+    python jobs/tune.py --shards data/shards --val-shards data/shards --num-samples 6 --epochs 3
+    python jobs/tune.py --shards data/shards --search grid --alpha-space choice:0.0002 --scheduler asha
+    python jobs/tune.py --config runs/SWEEP/tune_config.yaml --resume      # after an interruption
+    python jobs/tune.py --config sweep.yaml --register memae-demo --alias champion
+
+The objective is frame AUC (micro) on --val-shards' labelled test split, else the reconstruction error on normal
+training videos held out by --holdout-fraction. Starts a local Ray unless RAY_ADDRESS points at a cluster. Exit
+status 0 when the sweep completed with a best trial, 1 when it did not (no trial measured, or interrupted), 2 on
+bad arguments.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from pipelines import tune_config
+from pipelines.config import config_from_args, config_parser
+from pipelines.tune_config import TuneConfig
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = config_parser(TuneConfig, description=__doc__, epilog=tune_config.__doc__)
+    config = config_from_args(TuneConfig, parser.parse_args(argv))
+    if not config.shards:
+        parser.error("--shards is required (or `shards:` in --config)")
+    from pipelines.tune import sweep
+
+    try:
+        result = sweep(config)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # the sweep itself broke (a failed trial does not raise): say so, exit non-zero
+        print(f"sweep failed: {err}", file=sys.stderr)
+        return 1
+    print(f"mlflow parent run: {result.mlflow_run_id}")
+    return 0 if result.complete and result.best is not None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
