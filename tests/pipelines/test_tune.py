@@ -19,8 +19,6 @@ from mlflow.tracking import MlflowClient
 
 from jobs.tune import main
 from memae.plots import sweep_plot
-from memae.synth import SynthConfig, write_corpus
-from pipelines.ingest import IngestConfig, ingest
 from pipelines.tune import plan_trials, planned_trials, sweep, sweep_objective, tune_domain
 from pipelines.tune_config import TuneConfig, parse_space
 
@@ -99,22 +97,12 @@ def test_sweep_plot_draws_a_panel_per_setting(tmp_path):
 # Sweeps on Ray (2 CPUs)
 
 
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory, ray_session) -> Path:
-    """A tiny Ped2-layout corpus stored at 32x32 grey: fits the cpu-tiny preset (8-frame clips)."""
-    root = tmp_path_factory.mktemp("tune-corpus")
-    write_corpus("ucsd-ped2", root, SynthConfig(height=48, width=64, frames=24, train_videos=2, test_videos=2, seed=7))
-    out = tmp_path_factory.mktemp("tune-shards")
-    assert ingest(IngestConfig(root=root, out=out, dataset="ucsd-ped2", size=(32, 32)), echo=lambda _: None).ok
-    return out
-
-
 @pytest.fixture
-def base(tmp_path, shards, monkeypatch) -> TuneConfig:
+def base(tmp_path, tiny_train_shards, monkeypatch) -> TuneConfig:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    return TuneConfig(shards=str(shards), preset="cpu-tiny", clip_stride=4, lr=1e-3, epochs=2, seed=3, max_failures=0,
-                      search="grid", mem_dim_space="choice:50,100", alpha_space="choice:0.0002",
+    return TuneConfig(shards=str(tiny_train_shards), preset="cpu-tiny", clip_stride=4, lr=1e-3, epochs=2, seed=3,
+                      max_failures=0, search="grid", mem_dim_space="choice:50,100", alpha_space="choice:0.0002",
                       storage_path=str(tmp_path / "sweeps"), tracking_uri=uri)
 
 
@@ -123,8 +111,8 @@ def children_of(parent_run_id: str) -> list:
                               filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
 
 
-def test_grid_sweep_nests_trials_survives_failed_ones_picks_the_best_auc_and_registers(base, shards, capsys):
-    config = replace(base, name="grid", val_shards=str(shards), lr_space="choice:0.001,-1",
+def test_grid_sweep_nests_trials_survives_failed_ones_picks_the_best_auc_and_registers(base, tiny_train_shards, capsys):
+    config = replace(base, name="grid", val_shards=str(tiny_train_shards), lr_space="choice:0.001,-1",
                      register="tiny-sweep", alias="champion")
     result = sweep(config)
     out = capsys.readouterr().out
