@@ -90,12 +90,7 @@ class MemAE3D(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         """Returns {'output': reconstruction, 'att': memory weights, or None for the plain autoencoder}."""
         check_clip_shape(x, self.in_channels)
-        features = self.encoder(x)
-        att = None
-        if self.mem_rep is not None:
-            read = self.mem_rep(features)
-            features, att = read["output"], read["att"]
-        return {"output": self.decoder(features), "att": att}
+        return encode_remember_decode(self, x)
 
 
 class AutoEncoderCov3DMem(MemAE3D):
@@ -104,6 +99,16 @@ class AutoEncoderCov3DMem(MemAE3D):
     def __init__(self, chnum_in: int, mem_dim: int, shrink_thres: float = 0.0025) -> None:
         super().__init__(in_channels=chnum_in, mem_dim=mem_dim, shrink_thres=shrink_thres)
         self.chnum_in = chnum_in
+
+
+def encode_remember_decode(model: MemAE3D | MemAE2D, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+    """Encoder, then the memory read (skipped by the plain autoencoder), then the decoder."""
+    features = model.encoder(x)
+    att = None
+    if model.mem_rep is not None:
+        read = model.mem_rep(features)
+        features, att = read["output"], read["att"]
+    return {"output": model.decoder(features), "att": att}
 
 
 def check_clip_shape(x: torch.Tensor, in_channels: int) -> None:
@@ -158,12 +163,7 @@ class MemAE2D(nn.Module):
             raise ValueError(
                 f"expected images N x {self.in_channels} x H x W with H, W divisible by 8, got {tuple(x.shape)}"
             )
-        features = self.encoder(x)
-        att = None
-        if self.mem_rep is not None:
-            read = self.mem_rep(features)
-            features, att = read["output"], read["att"]
-        return {"output": self.decoder(features), "att": att}
+        return encode_remember_decode(self, x)
 
 
 def _relu_block(conv: nn.Module, channels: int) -> list[nn.Module]:
