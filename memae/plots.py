@@ -111,11 +111,7 @@ def training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathL
     for ax in axes:
         ax.set_xticks(epochs if len(epochs) <= 20 else ax.get_xticks())
         ax.grid(alpha=0.3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(path)
-    return path
+    return _save(figure, path)
 
 
 def sweep_plot(
@@ -152,11 +148,7 @@ def sweep_plot(
         ax.set_ylabel(objective)
         ax.set_title(f"{objective} vs {setting}")
         ax.grid(alpha=0.3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(path)
-    return path
+    return _save(figure, path)
 
 
 def score_curves(
@@ -206,11 +198,7 @@ def score_curves(
         ax.set_visible(False)
     if curves:
         axes[0].legend(fontsize=7, loc="upper left")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(path)
-    return path
+    return _save(figure, path)
 
 
 def roc_curves(labels: np.ndarray, scores: Mapping[str, np.ndarray], path: str | os.PathLike) -> Path:
@@ -238,11 +226,7 @@ def roc_curves(labels: np.ndarray, scores: Mapping[str, np.ndarray], path: str |
     ax.set_title("frame-level ROC")
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(path)
-    return path
+    return _save(figure, path)
 
 
 def worst_frames_grid(
@@ -277,4 +261,13 @@ def worst_frames_grid(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, bbox_inches="tight")
+    return path
+
+
+def _save(figure: Figure, path: str | os.PathLike) -> Path:
+    """Lays the figure out and writes it as PNG at `path`, creating parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path)
     return path
