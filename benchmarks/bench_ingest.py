@@ -107,7 +107,7 @@ def main() -> int:
 
 def _corpus(work: Path, videos: int, frames: int, source: tuple[int, int]) -> Path:
     """The 1x synthetic corpus, reused when already written with the same parameters."""
-    from memae.synth import SynthConfig, write_corpus
+    from experiments.synthetic import SynthConfig, write_corpus
 
     root = work / f"corpus-{videos}x{frames}-{source[0]}x{source[1]}"
     if not (root / ".complete").is_file():

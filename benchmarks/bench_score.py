@@ -33,18 +33,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from experiments.synthetic import SynthConfig, render_video, write_video
 from memae.checkpoint import save_checkpoint
 from memae.evaluation import model_clip_errors
 from memae.presets import get_preset
-from memae.synth import SynthConfig, render_video, write_video
 from memae.transforms import clips_to_tensor
-from pipelines.clips import iter_clips
-from pipelines.ingest import IngestConfig, ingest
-from pipelines.model_source import load_model_source, scoring_settings
-from pipelines.ray_runtime import init_ray
-from pipelines.score import actor_plan, score, score_batches
-from pipelines.score_config import ScoreConfig
-from pipelines.score_data import list_shards
+from pipelines.common.ray_runtime import init_ray
+from pipelines.ingest.clips import iter_clips
+from pipelines.ingest.run import IngestConfig, ingest
+from pipelines.registry.source import load_model_source, scoring_settings
+from pipelines.score.config import ScoreConfig
+from pipelines.score.data import list_shards
+from pipelines.score.run import actor_plan, score, score_batches
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -23,14 +23,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.official_reference
 
+from experiments.synthetic import SynthConfig, write_corpus  # noqa: E402
 from memae.losses import memae_loss  # noqa: E402
 from memae.models import AutoEncoderCov3DMem  # noqa: E402
-from memae.synth import SynthConfig, write_corpus  # noqa: E402
 from memae.training import train_one_epoch  # noqa: E402
 from memae.transforms import clips_to_tensor  # noqa: E402
-from pipelines.clips import iter_clips  # noqa: E402
-from pipelines.ingest import IngestConfig, ingest  # noqa: E402
-from pipelines.train_config import TrainConfig  # noqa: E402
+from pipelines.ingest.clips import iter_clips  # noqa: E402
+from pipelines.ingest.run import IngestConfig, ingest  # noqa: E402
+from pipelines.train.config import TrainConfig  # noqa: E402
 from tests.official_reference import AutoEncoderCov3DMem as OfficialModel  # noqa: E402
 
 
@@ -60,7 +60,7 @@ def bare_loop(config: TrainConfig, epochs: int) -> list[float]:
 
 def ray_loop(config: TrainConfig, epochs: int) -> tuple[list[float], float]:
     """clips/s per epoch of one Ray Train worker, and the run's wall time."""
-    from pipelines.train import train
+    from pipelines.train.run import train
 
     start = time.perf_counter()
     result = train(TrainConfig(**{**config.__dict__, "epochs": epochs}))

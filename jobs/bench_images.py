@@ -1,7 +1,7 @@
 """The paper's image experiment (Table 1): one-class AUC of MemAE, MemAE-nonSpar, AE, OC-SVM and KDE.
 
-Each class in turn is normal and the others anomalous; see memae/one_class.py for the protocol and
-memae/image_benchmark.py for how each method is trained, configured and scored. Prints progress, then the table
+Each class in turn is normal and the others anomalous; see experiments/images/one_class.py for the protocol and
+experiments/images/benchmark.py for how each method is trained, configured and scored. Prints progress, then the table
 in the paper's layout with the paper's numbers beside; writes table.md, table.csv, results.csv, runs.csv and
 figure4.png to --out and logs one MLflow run (experiment "memae-bench-images") in the project's default store.
 
@@ -22,16 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-from memae.image_benchmark import METHODS, NETWORKS, SCORE_RULES, BenchConfig, BenchmarkResult, run_benchmark
-from memae.image_data import DATASETS, SPLITS, DatasetError, ImageDataset, load_image_dataset
-from memae.one_class import (
+from experiments.images.benchmark import METHODS, NETWORKS, SCORE_RULES, BenchConfig, BenchmarkResult, run_benchmark
+from experiments.images.data import DATASETS, SPLITS, DatasetError, ImageDataset, load_image_dataset
+from experiments.images.one_class import (
     markdown_table,
     ordering_check,
     per_class_markdown,
     results_csv,
     summary_csv,
 )
-from memae.plots import reconstruction_panel
+from experiments.images.plots import reconstruction_panel
 
 EXPERIMENT = "memae-bench-images"
 DEFAULTS = BenchConfig()
@@ -194,7 +194,7 @@ def runs_csv(result: BenchmarkResult) -> str:
 
 def log_mlflow(data: ImageDataset, result: BenchmarkResult, out: Path, tracking_uri: str | None) -> str:
     """One run: the config as params, per-class and summary AUCs as metrics, the output folder as artifacts."""
-    from pipelines.tracking import configure_mlflow
+    from pipelines.common.tracking import configure_mlflow
 
     uri = configure_mlflow(tracking_uri, experiment=EXPERIMENT)
     import mlflow

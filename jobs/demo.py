@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from pipelines.config import config_from_args, config_parser
+from pipelines.common.config import config_from_args, config_parser
 from pipelines.demo import DemoConfig
 
 

@@ -1,4 +1,4 @@
-"""Ingest a video archive into Parquet frame shards with Ray Data (see pipelines/ingest.py).
+"""Ingest a video archive into Parquet frame shards with Ray Data (see pipelines/ingest/run.py).
 
     python jobs/ingest.py --dataset auto --root /data/UCSD_Anomaly_Dataset.v1p2/UCSDped2 --out data/ped2
     python jobs/ingest.py --dataset videos --root /srv/cctv --out data/cctv --size 128x128 --color rgb
@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from memae.datasets import DATASETS
-from pipelines.frame_shards import ENCODINGS
-from pipelines.ingest import IngestConfig, IngestError, ingest
+from pipelines.ingest.run import IngestConfig, IngestError, ingest
+from pipelines.ingest.shards import ENCODINGS
 
 
 def parse_size(text: str) -> tuple[int, int] | None:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         "--encoding",
         choices=ENCODINGS,
         default="tensor",
-        help="image column: an Arrow tensor (default) or raw bytes, much cheaper to write (pipelines/frame_shards.py)",
+        help="image column: an Arrow tensor (default) or raw bytes, much cheaper to write (pipelines/ingest/shards.py)",
     )
     args = parser.parse_args(argv)
     cfg = IngestConfig(

@@ -20,8 +20,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pipelines.config import config_from_args, config_parser
-from pipelines.score_config import ScoreConfig
+from pipelines.common.config import config_from_args, config_parser
+from pipelines.score.config import ScoreConfig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         config.check()
     except ValueError as err:
         parser.error(str(err))
-    from pipelines.score import ScoreSetupError, score
+    from pipelines.score.run import ScoreSetupError, score
 
     try:
         result = score(config, echo=lambda line: print(line, flush=True))

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from memae.synth import LAYOUTS, SynthConfig, write_corpus
+from experiments.synthetic import LAYOUTS, SynthConfig, write_corpus
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import sys
 
-from pipelines.config import config_from_args, config_parser
-from pipelines.train_config import TrainConfig
+from pipelines.common.config import config_from_args, config_parser
+from pipelines.train.config import TrainConfig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     config = config_from_args(TrainConfig, parser.parse_args(argv))
     if not config.shards:
         parser.error("--shards is required (or `shards:` in --config)")
-    from pipelines.train import train
+    from pipelines.train.run import train
 
     try:
         result = train(config)

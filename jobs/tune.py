@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import sys
 
-from pipelines import tune_config
-from pipelines.config import config_from_args, config_parser
-from pipelines.tune_config import TuneConfig
+from pipelines.common.config import config_from_args, config_parser
+from pipelines.tune import config as tune_config
+from pipelines.tune.config import TuneConfig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     config = config_from_args(TuneConfig, parser.parse_args(argv))
     if not config.shards:
         parser.error("--shards is required (or `shards:` in --config)")
-    from pipelines.tune import sweep
+    from pipelines.tune.run import sweep
 
     try:
         result = sweep(config)

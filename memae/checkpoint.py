@@ -7,33 +7,18 @@ temporary file in the same folder and are renamed into place, so a killed run ne
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from memae.files import atomic_write
 from memae.models import AutoEncoderCov3DMem
 from memae.presets import ModelSpec
 
 CHECKPOINT_FORMAT = "memae-checkpoint-v1"
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """Saves to `path` through a temporary sibling and a rename, so readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -51,18 +36,17 @@ def save_checkpoint(
     extra: Mapping[str, Any] | None = None,
 ) -> None:
     """Writes model weights with the spec that rebuilds them, plus what a resumed run needs."""
-    atomic_torch_save(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "model_spec": asdict(spec),
-            "model": unwrap(model).state_dict(),
-            "optimizer": optimizer.state_dict() if optimizer is not None else None,
-            "epoch": epoch,
-            "config": dict(config or {}),
-            "extra": dict(extra or {}),
-        },
-        path,
-    )
+    data = {
+        "format": CHECKPOINT_FORMAT,
+        "model_spec": asdict(spec),
+        "model": unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "epoch": epoch,
+        "config": dict(config or {}),
+        "extra": dict(extra or {}),
+    }
+    with atomic_write(path) as tmp:
+        torch.save(data, tmp)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -12,21 +12,43 @@ wherever it is computed:
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from memae.calibration import calibrate_errors
 from memae.metrics import FrameMetrics, frame_metrics
 from memae.scoring import ErrorRule, FrameRule, anomaly_score, clip_errors, frames_from_clips
+from memae.transforms import clips_to_tensor
 
 
 @torch.no_grad()
 def model_clip_errors(model: nn.Module, x: torch.Tensor, rule: ErrorRule = "l1") -> torch.Tensor:
     """Reconstruction error per clip of a [-1, 1] batch, as a CPU float tensor."""
     return clip_errors(x, model(x)["output"].to(x.dtype), rule).float().cpu()
+
+
+def calibrate_model(
+    model: nn.Module,
+    clips: Iterable[np.ndarray],
+    error_rule: ErrorRule = "l1",
+    batch_size: int = 16,
+    max_clips: int | None = None,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any] | None:
+    """The model's error distribution on normal clips (uint8 T x H x W x C), for thresholds on unlabelled footage;
+    None when `clips` yields none. See memae.calibration."""
+    model.eval()
+    errors: list[torch.Tensor] = []
+    clips = iter(itertools.islice(clips, max_clips))
+    while batch := list(itertools.islice(clips, batch_size)):
+        errors.append(model_clip_errors(model, clips_to_tensor(np.stack(batch)).to(device), error_rule))
+    return calibrate_errors(torch.cat(errors).numpy(), error_rule) if errors else None
 
 
 class VideoScorer:

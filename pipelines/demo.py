@@ -12,14 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from memae.synth import SynthConfig, write_corpus
-from pipelines.config import option
-from pipelines.ingest import IngestConfig, ingest
-from pipelines.score import score
-from pipelines.score_config import ScoreConfig
-from pipelines.tracking import ui_command
-from pipelines.train import train
-from pipelines.train_config import TrainConfig
+from experiments.synthetic import SynthConfig, write_corpus
+from pipelines.common.config import option
+from pipelines.common.tracking import ui_command
+from pipelines.ingest.run import IngestConfig, ingest
+from pipelines.score.config import ScoreConfig
+from pipelines.score.run import score
+from pipelines.train.config import TrainConfig
+from pipelines.train.run import train
 
 
 @dataclass

@@ -3,11 +3,11 @@ import os
 import numpy as np
 import pytest
 
+from experiments.synthetic import render_video, write_video
 from memae.datasets import Preprocess, VideoDecodeError, VideoRecord, decode, iter_frames, open_dataset, probe
 from memae.datasets.decode import check_file
-from memae.synth import render_video, write_video
 
-from .conftest import TINY
+from ..conftest import TINY
 
 
 def gray(frames):

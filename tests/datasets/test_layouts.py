@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from scipy.io import savemat
 
+from experiments.synthetic import LAYOUTS, SynthConfig, render_video, write_corpus, write_video
 from memae.datasets import detect_layout, load_masks, open_dataset
-from memae.synth import LAYOUTS, SynthConfig, render_video, write_corpus, write_video
 
-from .conftest import TINY
+from ..conftest import TINY
 
 
 @pytest.mark.parametrize("layout", ["avenue", "shanghaitech", "frames"])

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from experiments.synthetic import render_video
 from memae.datasets import load_masks, open_dataset
 from memae.datasets.ucsd import parse_gt_m
-from memae.synth import render_video
 
-from .conftest import TINY
+from ..conftest import TINY
 
 
 def write_m(path, body):

@@ -1,0 +1,65 @@
+"""The scoring job's configuration: every value a flag or a YAML key (see pipelines/common/config.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from memae.datasets import DATASETS
+from memae.scoring import ERROR_RULES, FRAME_RULES
+from pipelines.common.config import option
+
+SPLITS = ["auto", "train", "test", "all"]
+
+
+@dataclass
+class ScoreConfig:
+    model: str | None = option(
+        None, "models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model, a memae checkpoint or an official .pt"
+    )
+    out: str | None = option(None, "output folder (frame_scores.parquet, metrics.json, plots/, ledger.json, ...)")
+    dataset: str | None = option(None, "layout of --root (auto recognises it)", choices=list(DATASETS))
+    root: str | None = option(None, "an archive to decode and score directly (no ingest needed)")
+    shards: str | None = option(None, "or: frame shards written by jobs/ingest.py")
+    split: str = option("auto", "videos to score; auto: the test split when there is one, else all", choices=SPLITS)
+    incremental: bool = option(False, "score only videos this model has not scored into --out yet, then append")
+    clip_len: int | None = option(None, "frames per clip (default: the model's; 16 for an official .pt)")
+    height: int | None = option(None, "frame height to decode at (default: the model's; 256 for an official .pt)")
+    width: int | None = option(None, "frame width to decode at (default: the model's; 256 for an official .pt)")
+    stride: int = option(1, "frames between consecutive clip starts (1 scores every clip, as the paper)")
+    error_rule: str | None = option(None, "clip error (default: the model's, else l1)", choices=list(ERROR_RULES))
+    frame_rule: str = option(
+        "mean", "clip to frame: mean of all clips covering a frame, or centre (the paper's)", choices=list(FRAME_RULES)
+    )
+    threshold_level: float = option(0.99, "flag frames above this quantile of the error on normal training clips")
+    calibration_clips: int = option(256, "normal clips to calibrate on when the model carries no calibration")
+    fps: float | None = option(None, "frame rate for segment times when the archive does not record one")
+    batch_size: int = option(16, "clips per model call")
+    concurrency: int | None = option(None, "scoring actors, each holding the model (default: one per GPU, else 1)")
+    use_gpu: bool | None = option(None, "one GPU per actor (default: when the cluster has GPUs)")
+    cpus_per_actor: float | None = option(None, "CPUs per scoring actor (default: 1, leaving the rest to decoding)")
+    torch_threads: int | None = option(None, "torch threads per actor (default: from its CPUs)")
+    decode_cpus: float = option(0.5, "CPUs per decoding task (fractional lets decoding run beside the actors)")
+    num_cpus: int | None = option(None, "CPUs of a local Ray (default: all); ignored when joining a cluster")
+    save_maps: bool = option(False, "save per-pixel error maps (maps/<split>/<video>.npy, float16 T x H x W)")
+    plot_videos: int = option(12, "score curves drawn: labelled videos first, then those with the highest errors")
+    worst_frames: int = option(8, "frames in the grid of the most anomalous frames and their error maps")
+    mlflow: bool = option(True, "log the run, its metrics, plots and outputs to MLflow")
+    tracking_uri: str | None = option(None, "MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    experiment: str = option("memae-score", "MLflow experiment")
+    run_name: str | None = option(None, "MLflow run name (default: generated)")
+
+    def check(self) -> None:
+        """Refuses incomplete or contradictory settings with a message that names the flag."""
+        if not self.model:
+            raise ValueError("--model is required")
+        if not self.out:
+            raise ValueError("--out is required")
+        if (self.root is None) == (self.shards is None):
+            raise ValueError("give either --dataset NAME --root DIR (raw archive) or --shards DIR (ingested)")
+        if self.root is not None and self.dataset is None:
+            raise ValueError("--root needs --dataset (a layout name, or auto)")
+        for name in ("stride", "batch_size", "calibration_clips"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+        if not 0.0 < self.threshold_level < 1.0:
+            raise ValueError(f"--threshold-level must be between 0 and 1, not {self.threshold_level}")

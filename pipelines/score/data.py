@@ -1,0 +1,233 @@
+"""What the scoring job reads: the videos of a raw archive or of ingested shards, cut into clips as they decode.
+
+One Ray task takes one whole video (the fastest route measured for decoding, and a video is the unit of success):
+it decodes sequentially at the model's size and colour (`memae.datasets.iter_frames`, as ingest does) or reads the
+shard, cuts clips with a sliding window so memory holds one clip's frames plus a chunk, and yields batches of rows
+
+    key:   "split/video_id"
+    start: 0-based first frame of the clip (-1 on the end row)
+    clip:  uint8 (T, H, W, C) (zeros on the end row)
+    end:   "" on clip rows; on the video's last row, JSON {"status", "num_frames", "num_clips", "fps", "file",
+           "reason"}: "done", "short" (fewer frames than a clip) or "failed" (why, and which file)
+
+A corrupt video therefore ends in a "failed" row instead of an exception, and every other video is still scored.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from memae.datasets import Preprocess, VideoDecodeError, VideoRecord, detect_layout, iter_frames, open_dataset, probe
+from pipelines.ingest.clips import read_manifest, select_videos
+from pipelines.ingest.shards import LABEL, iter_shard
+from pipelines.registry.source import ScoringSettings
+
+CLIP_BATCH_BYTES = 16 << 20  # clips handed to the scoring actors at a time
+
+
+@dataclass(frozen=True)
+class VideoUnit:
+    """One video to score: a record of a raw archive, or an ingested shard."""
+
+    split: str
+    video_id: str
+    source: str  # the file or folder (raw), or the shard, for reports
+    record: VideoRecord | None = None
+    shard: str | None = None
+    fps: float | None = None
+    known_normal: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.split}/{self.video_id}"
+
+    def labels(self, num_frames: int) -> np.ndarray:
+        """Per-frame labels, int8 0/1 and -1 where unknown."""
+        if self.shard is not None:
+            return pq.read_table(self.shard, columns=[LABEL]).column(LABEL).to_numpy().astype(np.int8)
+        return self.record.frame_labels(num_frames)
+
+
+@dataclass
+class Listing:
+    """The videos found: those of the scored split, the normal ones for calibration, and unusable ones."""
+
+    dataset: str
+    evidence: str
+    units: list[VideoUnit]
+    normal: list[VideoUnit]
+    problems: list[dict]  # {"split", "video_id", "file", "reason"}
+    stored_shape: tuple[int, int, int] | None = None  # (H, W, C) of shards
+
+
+def list_archive(dataset: str, root: str | Path, split: str) -> Listing:
+    """Videos of a raw archive (listing only: no decoding). Split "auto" picks the test split when there is one."""
+    root = Path(root).resolve()
+    name, evidence = detect_layout(root) if dataset == "auto" else (dataset, "given")
+    records = open_dataset(name, root, "all", probe_videos=False)
+    units, problems = [], []
+    for record in records:
+        if record.problems:
+            problems += [_problem(record.split, record.video_id, issue.file, issue.reason) for issue in record.problems]
+            continue
+        units.append(VideoUnit(record.split, record.video_id, str(record.source), record=record, fps=record.fps,
+                               known_normal=record.known_normal))
+    chosen = _chosen_split(split, {u.split for u in units} | {p["split"] for p in problems})
+    listing = Listing(
+        name, evidence,
+        [u for u in units if chosen == "all" or u.split == chosen],
+        [u for u in units if u.split == "train" and u.known_normal],
+        [p for p in problems if chosen == "all" or p["split"] == chosen],
+    )
+    if not listing.units and not listing.problems:
+        raise ValueError(f"{root}: no videos of split {chosen!r} in this {name} archive")
+    return listing
+
+
+def list_shards(shards_dir: str | Path, split: str) -> Listing:
+    """Ingested videos of a shard folder; train videos labelled all-normal serve calibration."""
+    shards_dir = Path(shards_dir).resolve()
+    manifest = read_manifest(shards_dir)
+    entries = select_videos(manifest)
+    if manifest.get("frame_shape") is None:
+        raise ValueError(f"{shards_dir}: its videos were stored at different sizes; re-ingest with one --size")
+    units = []
+    for entry in entries:
+        normal = entry["split"] == "train" and entry.get("labelled", False) and not entry.get("anomaly_ranges")
+        units.append(VideoUnit(entry["split"], entry["video_id"], str(shards_dir / entry["shard"]),
+                               shard=str(shards_dir / entry["shard"]), fps=entry.get("fps"), known_normal=normal))
+    chosen = _chosen_split(split, {u.split for u in units})
+    selected = [u for u in units if chosen == "all" or u.split == chosen]
+    if not selected:
+        raise ValueError(f"{shards_dir}: no ingested videos of split {chosen!r}")
+    normal = [u for u in units if u.known_normal]
+    return Listing(manifest["dataset"], f"shards in {shards_dir}", selected, normal, [], tuple(manifest["frame_shape"]))
+
+
+def _chosen_split(split: str, present: set[str]) -> str:
+    if split != "auto":
+        return split
+    return "test" if "test" in present else "all"
+
+
+def _problem(split: str, video_id: str, file: str, reason: str) -> dict:
+    return {"split": split, "video_id": video_id, "file": file, "reason": reason}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decoding and clip cutting (Ray task side, and the driver's calibration and worst-frame passes)
+
+
+def unit_frames(unit: VideoUnit, settings: ScoringSettings) -> tuple[Iterator[np.ndarray], float | None]:
+    """(frame chunks (n, H, W, C) uint8 in order, fps). Raises VideoDecodeError for a video that cannot be read."""
+    if unit.shard is not None:
+        return (frames for _, frames, _ in iter_shard(unit.shard)), unit.fps
+    record = probe(unit.record)  # frame count and fps from a video file's header; catches unreadable files early
+    if record.problems:
+        raise VideoDecodeError(record.problems[-1].file, record.problems[-1].reason)
+    prep = Preprocess((settings.height, settings.width), settings.color)
+    return iter_frames(record, prep, chunk=64), record.fps
+
+
+def sliding_clips(chunks: Iterable[np.ndarray], clip_len: int, stride: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, clip) of every clip that fits, from frames arriving in chunks; holds at most a clip plus a chunk."""
+    window: np.ndarray | None = None
+    offset = start = 0  # video frame index of window[0]; first frame of the next clip
+    for chunk in chunks:
+        window = chunk if window is None else np.concatenate([window, chunk])
+        while start + clip_len <= offset + len(window):
+            yield start, window[start - offset : start - offset + clip_len]
+            start += stride
+        drop = min(start - offset, len(window))
+        window, offset = window[drop:], offset + drop
+
+
+def video_clip_batches(row: dict, settings: ScoringSettings) -> Iterator[dict]:
+    """Ray Data task body: the clip rows of one video, then its end row (see the module docstring)."""
+    unit: VideoUnit = pickle.loads(row["unit"][0])
+    clip_shape = (settings.clip_len, settings.height, settings.width, settings.channels)
+    per_batch = max(1, CLIP_BATCH_BYTES // int(np.prod(clip_shape)))
+    starts: list[int] = []
+    clips: list[np.ndarray] = []
+    num_frames = num_clips = 0
+    fps = unit.fps
+    end: dict = {}
+
+    def counted(chunks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        nonlocal num_frames
+        for chunk in chunks:
+            if chunk.shape[1:] != clip_shape[1:]:
+                raise VideoDecodeError(unit.source, f"frames of shape {chunk.shape[1:]}, expected {clip_shape[1:]}")
+            num_frames += len(chunk)
+            yield chunk
+
+    try:
+        chunks, fps = unit_frames(unit, settings)
+        for start, clip in sliding_clips(counted(chunks), settings.clip_len, settings.stride):
+            starts.append(start)
+            clips.append(clip)  # a view; np.stack copies the batch
+            num_clips += 1
+            if len(clips) == per_batch:
+                yield _clip_batch(unit.key, starts, clips)
+                starts, clips = [], []
+    except VideoDecodeError as exc:
+        end = {"status": "failed", "file": exc.path, "reason": exc.reason}
+    except Exception as exc:  # anything else about this one input: report it, never lose the other videos
+        end = {"status": "failed", "file": unit.source, "reason": f"{type(exc).__name__}: {exc}"}
+    if clips and not end:
+        yield _clip_batch(unit.key, starts, clips)
+    if not end:
+        end = {"status": "done" if num_clips else "short"}
+    end.update(num_frames=num_frames, num_clips=num_clips, fps=fps or unit.fps)
+    yield {
+        "key": np.array([unit.key]),
+        "start": np.array([-1], dtype=np.int64),
+        "clip": np.zeros((1, *clip_shape), dtype=np.uint8),
+        "end": np.array([json.dumps(end)]),
+    }
+
+
+def _clip_batch(key: str, starts: list[int], clips: list[np.ndarray]) -> dict:
+    return {
+        "key": np.array([key] * len(starts)),
+        "start": np.array(starts, dtype=np.int64),
+        "clip": np.stack(clips),
+        "end": np.array([""] * len(starts)),
+    }
+
+
+def normal_clips(units: list[VideoUnit], settings: ScoringSettings, max_clips: int) -> Iterator[np.ndarray]:
+    """Non-overlapping clips of known-normal videos, in listing order, for calibrating thresholds."""
+    found = 0
+    for unit in units:
+        try:
+            chunks, _ = unit_frames(unit, settings)
+            for _, clip in sliding_clips(chunks, settings.clip_len, settings.clip_len):
+                yield clip
+                found += 1
+                if found == max_clips:
+                    return
+        except VideoDecodeError:
+            continue  # an unreadable training video only means fewer calibration clips
+
+
+def clips_at(unit: VideoUnit, settings: ScoringSettings, starts: set[int]) -> dict[int, np.ndarray]:
+    """The clips of `unit` starting at `starts`, read again from its source in one pass; {} when it is unreadable."""
+    found: dict[int, np.ndarray] = {}
+    try:
+        chunks, _ = unit_frames(unit, settings)
+        for start, clip in sliding_clips(chunks, settings.clip_len, 1):
+            if start in starts:
+                found[start] = clip.copy()
+                if len(found) == len(starts):
+                    break
+    except (VideoDecodeError, OSError):
+        return {}
+    return found

@@ -1,0 +1,81 @@
+"""The training job's configuration: the official recipe by default, every value a flag or a YAML key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from memae.losses import DEFAULT_ALPHA
+from memae.presets import PRESETS, ModelSpec, Preset, get_preset
+from memae.scoring import ERROR_RULES, FRAME_RULES
+from pipelines.common.config import option
+
+TRAINABLE_MODELS = ["memae", "memae-nonspar", "ae"]
+
+
+@dataclass
+class TrainConfig:
+    shards: str | None = option(None, "clip shards written by jobs/ingest.py (their train split is used)")
+    val_shards: str | None = option(None, "labelled shards for validation (their test split); default: none")
+    preset: str = option("cpu-small", "named preset: clip length, frame size, width, memory", choices=sorted(PRESETS))
+    model: str = option("memae", "memae, or an ablation of the paper", choices=TRAINABLE_MODELS)
+    mem_dim: int | None = option(None, "memory slots (default: the preset's)")
+    shrink_thres: float | None = option(None, "hard-shrinkage lambda (default: 0.0025; 0 for memae-nonspar)")
+    width: float | None = option(None, "channel multiplier (default: the preset's)")
+    addressing: str = option(
+        "dot", "memory addressing: dot (official code) or cosine (paper)", choices=["dot", "cosine"]
+    )
+    temperature: float = option(1.0, "softmax temperature for cosine addressing")
+    alpha: float = option(DEFAULT_ALPHA, "entropy loss weight (memae-nonspar trains without it, as in the paper)")
+    lr: float = option(1e-4, "Adam learning rate")
+    batch_size: int | None = option(None, "clips per step per worker (default: the preset's; official 14)")
+    clip_stride: int = option(1, "frames between the starts of consecutive training clips")
+    epochs: int = option(10, "epochs to train (a resumed run continues up to this count)")
+    max_steps: int | None = option(None, "stop after this many optimizer steps in all")
+    max_minutes: float | None = option(None, "stop after this wall-clock budget (checkpointing what was done)")
+    seed: int = option(0, "seed for initialisation and shuffling (runs on CPU are deterministic given it)")
+    num_workers: int = option(1, "data-parallel workers (DDP); 0 runs the loop in the driver process")
+    use_gpu: bool | None = option(None, "one GPU per worker (default: when the cluster has GPUs)")
+    cpus_per_worker: float | None = option(None, "CPUs per worker (default: leave one CPU for Ray Data)")
+    torch_threads: int | None = option(None, "torch threads per worker (default: from the worker's CPUs)")
+    bf16: bool = option(True, "bf16 autocast on GPU workers")
+    val_every: int = option(1, "validate every N epochs (with --val-shards or --holdout-fraction)")
+    holdout_fraction: float = option(0.0, "without --val-shards: fraction of training videos held out to measure "
+                                     "reconstruction error on unseen normal clips (the objective then)")
+    error_rule: str = option("l1", "clip error for validation", choices=list(ERROR_RULES))
+    frame_rule: str = option("centre", "clip-to-frame rule for validation", choices=list(FRAME_RULES))
+    storage_path: str = option("runs", "where checkpoints go: a folder, or any URI Ray Train accepts")
+    name: str | None = option(None, "run name (default: generated); an existing name with --resume continues it")
+    resume: bool = option(False, "continue the run called --name from its last checkpoint")
+    max_failures: int = option(1, "worker failures to recover from (restarting from the last checkpoint)")
+    register: str | None = option(None, "register the model under this name in the MLflow model registry")
+    alias: str | None = option(None, "move this alias (e.g. champion) to the registered version")
+    tracking_uri: str | None = option(None, "MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    experiment: str = option("memae-train", "MLflow experiment")
+    mlflow_parent_run: str | None = option(None, "nest this run under that MLflow run id (set by tune sweeps)")
+
+    def preset_spec(self) -> Preset:
+        return get_preset(self.preset)
+
+    def model_spec(self, in_channels: int) -> ModelSpec:
+        """The preset's model with this run's overrides; the ablations fix what the paper fixes."""
+        base = self.preset_spec().model
+        spec = replace(
+            base,
+            arch=self.model,
+            in_channels=in_channels,
+            mem_dim=self.mem_dim if self.mem_dim is not None else base.mem_dim,
+            shrink_thres=self.shrink_thres if self.shrink_thres is not None else base.shrink_thres,
+            width=self.width if self.width is not None else base.width,
+            addressing=self.addressing,
+            temperature=self.temperature,
+        )
+        return replace(spec, shrink_thres=0.0) if self.model == "memae-nonspar" else spec
+
+    @property
+    def effective_alpha(self) -> float:
+        """The paper's MemAE-nonSpar drops both sparsity devices: hard shrinkage and the entropy loss."""
+        return 0.0 if self.model == "memae-nonspar" else self.alpha
+
+    @property
+    def resolved_batch_size(self) -> int:
+        return self.batch_size or self.preset_spec().batch_size

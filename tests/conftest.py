@@ -1,0 +1,37 @@
+"""Tiny synthetic archives in every real layout, written once per test session by the project's own generator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from experiments.synthetic import SynthConfig, WrittenVideo, write_corpus
+
+TINY = SynthConfig(height=48, width=64, frames=24, train_videos=2, test_videos=2, seed=3)
+
+
+@pytest.fixture(scope="session")
+def archive(tmp_path_factory) -> Callable[[str], tuple[Path, list[WrittenVideo]]]:
+    """archive(layout) -> (root, what was written): a tiny corpus, shared by the tests that only read it."""
+    cache: dict[str, tuple[Path, list[WrittenVideo]]] = {}
+
+    def make(layout: str) -> tuple[Path, list[WrittenVideo]]:
+        if layout not in cache:
+            root = tmp_path_factory.mktemp(layout)
+            cache[layout] = (root, write_corpus(layout, root, TINY))
+        return cache[layout]
+
+    return make
+
+
+@pytest.fixture
+def fresh_archive(tmp_path) -> Callable[[str], tuple[Path, list[WrittenVideo]]]:
+    """fresh_archive(layout) -> (root, written): a private tiny corpus that a test may damage."""
+
+    def make(layout: str, cfg: SynthConfig = TINY) -> tuple[Path, list[WrittenVideo]]:
+        root = tmp_path / layout
+        return root, write_corpus(layout, root, cfg)
+
+    return make

@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+from experiments.synthetic import ANOMALY_KINDS, SynthConfig, render_video
+from memae.datasets.records import ranges_from_labels
+
+from ..conftest import TINY
+
+
+def test_same_seed_same_pixels_other_seed_other_pixels():
+    a, b = render_video(TINY, "test", 1), render_video(TINY, "test", 1)
+    assert np.array_equal(a.frames, b.frames) and np.array_equal(a.masks, b.masks)
+    other = render_video(SynthConfig(**{**TINY.__dict__, "seed": TINY.seed + 1}), "test", 1)
+    assert not np.array_equal(a.frames, other.frames)
+
+
+def test_a_video_does_not_depend_on_how_many_are_asked_for():
+    more = SynthConfig(**{**TINY.__dict__, "test_videos": 9, "train_videos": 7})
+    assert np.array_equal(render_video(TINY, "test", 1).frames, render_video(more, "test", 1).frames)
+
+
+def test_labels_are_exactly_the_frames_with_anomaly_pixels():
+    for index in range(4):
+        video = render_video(TINY, "test", index)
+        assert video.frames.shape == (TINY.frames, TINY.height, TINY.width, 3)
+        assert np.array_equal(video.labels, video.masks.any(axis=(1, 2)).astype(np.int8))
+
+
+def test_training_is_normal_and_every_test_video_starts_normal_then_has_an_anomaly():
+    cfg = SynthConfig(frames=60, height=64, width=96)
+    for index in range(5):
+        assert not render_video(cfg, "train", index).masks.any()
+        labels = render_video(cfg, "test", index).labels
+        assert labels[0] == 0 and labels.sum() > 0
+
+
+def test_every_anomaly_kind_appears_and_ped1_like_videos_get_several_ranges():
+    cfg = SynthConfig(frames=200)
+    kinds, multi = set(), 0
+    for index in range(8):
+        video = render_video(cfg, "test", index)
+        kinds |= {event["kind"] for event in video.events}
+        multi += len(ranges_from_labels(video.labels)) > 1
+    assert kinds == set(ANOMALY_KINDS)
+    assert multi >= 1
+
+
+def test_anomalies_stay_visible_at_the_training_resolution():
+    """At 64x64 an anomalous object must still cover a patch of pixels, not a speck."""
+    cfg = SynthConfig()
+    video = render_video(cfg, "test", 0)
+    anomalous = video.masks[video.labels == 1]
+    cells = (cfg.height / 64) * (cfg.width / 64)  # source pixels per 64x64 pixel
+    assert np.median(anomalous.sum(axis=(1, 2))) / cells >= 8
+
+
+@pytest.mark.parametrize("kwargs", [{"height": 20}, {"frames": 5}, {"anomaly_kinds": ("ufo",)}, {"anomaly_kinds": ()}])
+def test_bad_configs_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        SynthConfig(**kwargs)
+
+
+def test_written_archives_are_byte_identical_for_the_same_seed(tmp_path):
+    from experiments.synthetic import write_corpus
+
+    cfg = SynthConfig(**{**TINY.__dict__, "train_videos": 1, "test_videos": 1})
+    for name in ("a", "b"):
+        write_corpus("avenue", tmp_path / name, cfg)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert len(files) == 3  # two videos and a label file
+    assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)

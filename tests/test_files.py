@@ -1,0 +1,55 @@
+"""Atomic writes, safe file names and strict JSON: the one home of each (memae/files.py)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from memae.files import (
+    atomic_write,
+    json_ready,
+    remove_temporary_files,
+    safe_name,
+    temporary_path,
+    write_json_atomic,
+)
+
+
+def test_safe_names_keep_distinct_ids_apart():
+    assert safe_name("Test001") == "Test001"
+    assert safe_name("a b") != safe_name("a_b") and "/" not in safe_name("cam/01")
+    assert safe_name("cam/01") != safe_name("cam_01")
+
+
+def test_strict_json_has_no_nan():
+    assert json_ready({"a": [float("nan"), np.float64(1.5), np.int64(2), np.bool_(True)]}) == {
+        "a": [None, 1.5, 2, True]
+    }
+
+
+def test_atomic_write_leaves_the_old_file_when_the_writer_fails(tmp_path):
+    path = tmp_path / "out.txt"
+    path.write_text("old")
+    with pytest.raises(RuntimeError), atomic_write(path) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert path.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [path]
+    with atomic_write(path) as tmp:
+        tmp.write_text("new")
+    assert path.read_text() == "new" and list(tmp_path.iterdir()) == [path]
+
+
+def test_json_is_written_whole_and_strict(tmp_path):
+    write_json_atomic(tmp_path / "a" / "m.json", {"x": float("inf")})
+    assert json.loads((tmp_path / "a" / "m.json").read_text()) == {"x": None}
+
+
+def test_temporary_files_of_a_killed_run_are_found_and_removed(tmp_path):
+    kept = tmp_path / "sub" / "v.parquet"
+    kept.parent.mkdir()
+    kept.write_text("done")
+    stale = temporary_path(kept)
+    stale.write_text("half")
+    assert remove_temporary_files(tmp_path) == [stale]
+    assert not stale.exists() and kept.exists()
