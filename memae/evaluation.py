@@ -23,7 +23,7 @@ from torch import nn
 
 from memae.calibration import calibrate_errors
 from memae.metrics import FrameMetrics, frame_metrics
-from memae.scoring import ErrorRule, FrameRule, anomaly_score, clip_errors, frames_from_clips
+from memae.scoring import DEFAULT_FRAME_RULE, ErrorRule, FrameRule, anomaly_score, clip_errors, frames_from_clips
 from memae.transforms import clips_to_tensor
 
 
@@ -54,7 +54,7 @@ def calibrate_model(
 class VideoScorer:
     """Collects clip errors in any order and arrives at one error per frame for each video."""
 
-    def __init__(self, clip_len: int, frame_rule: FrameRule = "mean") -> None:
+    def __init__(self, clip_len: int, frame_rule: FrameRule = DEFAULT_FRAME_RULE) -> None:
         self.clip_len = clip_len
         self.frame_rule = frame_rule
         self._starts: dict[str, list[np.ndarray]] = defaultdict(list)

@@ -12,6 +12,7 @@ channel count for CPU presets; width=1 is the paper's network (6,492,801 paramet
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -170,19 +171,36 @@ def _relu_block(conv: nn.Module, channels: int) -> list[nn.Module]:
     return [conv, nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
 
 
-# The registry: one name per model of the paper's tables. Ablations differ only in their arguments.
-_MODELS: dict[str, Callable[..., nn.Module]] = {
-    "memae": lambda **kw: MemAE3D(**kw),
-    "memae-nonspar": lambda **kw: MemAE3D(**{**kw, "shrink_thres": 0.0}),
-    "ae": lambda **kw: MemAE3D(**{**kw, "use_memory": False}),
-    "memae2d": lambda **kw: MemAE2D(**kw),
-    "memae2d-nonspar": lambda **kw: MemAE2D(**{**kw, "shrink_thres": 0.0}),
-    "ae2d": lambda **kw: MemAE2D(**{**kw, "use_memory": False}),
+@dataclass(frozen=True)
+class Variant:
+    """One model of the paper's tables. The ablations are the same network with a device switched off:
+    MemAE-nonSpar drops both sparsity devices (hard shrinkage and the entropy loss), AE drops the memory."""
+
+    network: Callable[..., nn.Module]
+    memory: bool = True
+    sparse: bool = True
+
+
+# The registry: the one definition of each model and ablation.
+VARIANTS: dict[str, Variant] = {
+    "memae": Variant(MemAE3D),
+    "memae-nonspar": Variant(MemAE3D, sparse=False),
+    "ae": Variant(MemAE3D, memory=False),
+    "memae2d": Variant(MemAE2D),
+    "memae2d-nonspar": Variant(MemAE2D, sparse=False),
+    "ae2d": Variant(MemAE2D, memory=False),
 }
 
 
 def list_models() -> list[str]:
-    return sorted(_MODELS)
+    return sorted(VARIANTS)
+
+
+def get_variant(name: str) -> Variant:
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose one of {list_models()}") from None
 
 
 def is_image_model(name: str) -> bool:
@@ -190,10 +208,22 @@ def is_image_model(name: str) -> bool:
     return "2d" in name
 
 
+def shrink_threshold(name: str, shrink_thres: float) -> float:
+    """The hard-shrinkage lambda a model is built with: 0 for the variants without sparse addressing."""
+    return shrink_thres if get_variant(name).sparse else 0.0
+
+
+def entropy_weight(name: str, alpha: float) -> float:
+    """The entropy-loss weight a model trains with: alpha for MemAE, 0 for its ablations (no sparsity, no memory)."""
+    variant = get_variant(name)
+    return alpha if variant.sparse and variant.memory else 0.0
+
+
 def create_model(name: str, **kwargs) -> nn.Module:
     """Builds a registered model by name, e.g. `create_model("memae-nonspar", in_channels=1, width=0.25)`."""
-    try:
-        factory = _MODELS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose one of {list_models()}") from None
-    return factory(**kwargs)
+    variant = get_variant(name)
+    if not variant.sparse:
+        kwargs["shrink_thres"] = 0.0
+    if not variant.memory:
+        kwargs["use_memory"] = False
+    return variant.network(**kwargs)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from torch import nn
 
-from memae.models import create_model, is_image_model
+from memae.models import create_model, is_image_model, shrink_threshold
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,10 @@ class ModelSpec:
     width: float = 1.0
     addressing: str = "dot"
     temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        # The spec records what is built: an ablation without sparse addressing has no shrinkage.
+        object.__setattr__(self, "shrink_thres", shrink_threshold(self.arch, self.shrink_thres))
 
     def build(self) -> nn.Module:
         kwargs = asdict(self)

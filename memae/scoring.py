@@ -24,6 +24,8 @@ ErrorRule = Literal["l1", "l2-time"]
 FrameRule = Literal["centre", "mean"]
 ERROR_RULES: tuple[str, ...] = ("l1", "l2-time")
 FRAME_RULES: tuple[str, ...] = ("centre", "mean")
+# Every frame scored, the first and last ones included: what an archive needs. "centre" reproduces the paper.
+DEFAULT_FRAME_RULE: FrameRule = "mean"
 
 
 def clip_errors(x: torch.Tensor, recon: torch.Tensor, rule: ErrorRule = "l1") -> torch.Tensor:

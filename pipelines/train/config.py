@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from memae.losses import DEFAULT_ALPHA
+from memae.models import entropy_weight
 from memae.presets import PRESETS, ModelSpec, Preset, get_preset
-from memae.scoring import ERROR_RULES, FRAME_RULES
+from memae.scoring import DEFAULT_FRAME_RULE, ERROR_RULES, FRAME_RULES
 from pipelines.common.config import option
 
 TRAINABLE_MODELS = ["memae", "memae-nonspar", "ae"]
@@ -42,7 +43,8 @@ class TrainConfig:
     holdout_fraction: float = option(0.0, "without --val-shards: fraction of training videos held out to measure "
                                      "reconstruction error on unseen normal clips (the objective then)")
     error_rule: str = option("l1", "clip error for validation", choices=list(ERROR_RULES))
-    frame_rule: str = option("centre", "clip-to-frame rule for validation", choices=list(FRAME_RULES))
+    frame_rule: str = option(DEFAULT_FRAME_RULE, "clip-to-frame rule for validation, stored with the registered model "
+                             "for scoring (centre: the paper's)", choices=list(FRAME_RULES))
     storage_path: str = option("runs", "where checkpoints go: a folder, or any URI Ray Train accepts")
     name: str | None = option(None, "run name (default: generated); an existing name with --resume continues it")
     resume: bool = option(False, "continue the run called --name from its last checkpoint")
@@ -59,7 +61,7 @@ class TrainConfig:
     def model_spec(self, in_channels: int) -> ModelSpec:
         """The preset's model with this run's overrides; the ablations fix what the paper fixes."""
         base = self.preset_spec().model
-        spec = replace(
+        return replace(
             base,
             arch=self.model,
             in_channels=in_channels,
@@ -69,12 +71,11 @@ class TrainConfig:
             addressing=self.addressing,
             temperature=self.temperature,
         )
-        return replace(spec, shrink_thres=0.0) if self.model == "memae-nonspar" else spec
 
     @property
     def effective_alpha(self) -> float:
-        """The paper's MemAE-nonSpar drops both sparsity devices: hard shrinkage and the entropy loss."""
-        return 0.0 if self.model == "memae-nonspar" else self.alpha
+        """The entropy weight this model trains with (0 for the ablations; see memae.models.VARIANTS)."""
+        return entropy_weight(self.model, self.alpha)
 
     @property
     def resolved_batch_size(self) -> int:
