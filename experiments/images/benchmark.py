@@ -44,9 +44,10 @@ from experiments.images.one_class import (
 )
 from memae.diagnostics import MemoryUsageAccumulator
 from memae.losses import DEFAULT_ALPHA, memae_loss
-from memae.models import create_model
+from memae.models import create_model, entropy_weight
 from memae.scoring import clip_errors, error_maps
 from memae.transforms import images_to_tensor, tensor_to_uint8
+from pipelines.common.config import option
 
 METHODS: tuple[str, ...] = ("OC-SVM", "KDE", "AE", "MemAE-nonSpar", "MemAE")
 NETWORKS: dict[str, str] = {"AE": "ae2d", "MemAE-nonSpar": "memae2d-nonspar", "MemAE": "memae2d"}
@@ -68,27 +69,35 @@ class BenchConfig:
     Defaults: Adam at lr 1e-3 (the video code's 1e-4 needs far more epochs than a CPU run affords), batch 16,
     150 epochs: on digits every network's training MSE has flattened by then (probed on one class, a further
     20-35% drop from epoch 150 to 300, alike for all three). lambda defaults to 1/N, the lower end of the paper's
-    recommended [1/N, 3/N]; the score is the per-image MSE, the training loss.
+    recommended [1/N, 3/N]; the score is the per-image MSE, the training loss. Each field is also a flag of
+    jobs/bench_images.py.
     """
 
-    seeds: tuple[int, ...] = (0, 1, 2)
-    classes: tuple[int, ...] | None = None
-    methods: tuple[str, ...] = METHODS
-    train_fraction: float = TRAIN_FRACTION
-    anomaly_ratio: float = ANOMALY_RATIO
-    epochs: int = 150
-    lr: float = 1e-3
-    batch_size: int = 16
-    channels: tuple[int, int, int] | None = None
-    mem_dim: int | None = None
-    shrink_thres: float | None = None
-    entropy_alpha: float = DEFAULT_ALPHA
-    score_rule: str = "l2"
-    pca_variance: float = 0.95
-    ocsvm_nu: float = 0.1
-    kde_folds: int = 5
+    seeds: tuple[int, ...] = option((0, 1, 2), "one full run per seed", nargs="+")
+    classes: tuple[int, ...] | None = option(None, "normal classes to run (default: every class)", nargs="+")
+    methods: tuple[str, ...] = option(METHODS, "methods to run", choices=METHODS, nargs="+")
+    train_fraction: float = option(TRAIN_FRACTION, "fraction of the normal class's images to train on")
+    anomaly_ratio: float = option(ANOMALY_RATIO, "fraction of each test set drawn from the other classes")
+    epochs: int = option(150, "training epochs: the default flattens the training loss on digits; MNIST and CIFAR-10 "
+                         "have ~40x more images per class, so fewer epochs cost as much")
+    lr: float = option(1e-3, "Adam learning rate")
+    batch_size: int = option(16, "images per training step")
+    channels: tuple[int, int, int] | None = option(None, "the three encoder widths (default: the paper's for grey "
+                                                   "or colour images)", nargs="+")
+    mem_dim: int | None = option(None, "memory slots (default: the paper's 100 grey, 500 colour)")
+    shrink_thres: float | None = option(None, "hard-shrinkage lambda (default: 1 / mem-dim; 0 for MemAE-nonSpar)")
+    entropy_alpha: float = option(DEFAULT_ALPHA, "entropy-loss weight (MemAE only; its ablations train without it)")
+    score_rule: str = option("l2", "per-image reconstruction error: l2 = MSE, the training loss, l1 = mean |error|",
+                             choices=SCORE_RULES)
+    pca_variance: float = option(0.95, "fraction of the training images' pixel variance their PCA keeps "
+                                 "(OC-SVM and KDE features)")
+    ocsvm_nu: float = option(0.1, "OC-SVM nu (gamma is 'scale')")
+    kde_folds: int = option(5, "cross-validation folds for the KDE bandwidth")
 
     def __post_init__(self) -> None:
+        for name in ("seeds", "classes", "methods", "channels"):  # lists from flags or YAML: stay immutable
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         unknown = set(self.methods) - set(METHODS)
         if unknown or not self.methods:
             raise ValueError(f"unknown or no methods {sorted(unknown)}; choose from {METHODS}")
@@ -96,6 +105,8 @@ class BenchConfig:
             raise ValueError(f"unknown score rule {self.score_rule!r}; choose one of {SCORE_RULES}")
         if self.epochs < 1 or self.batch_size < 2 or not self.seeds:
             raise ValueError("need epochs >= 1, batch_size >= 2 and at least one seed")
+        if self.channels is not None and len(self.channels) != 3:
+            raise ValueError(f"channels must be three encoder widths, got {self.channels}")
 
     def for_data(self, in_channels: int) -> BenchConfig:
         """Fills in the paper's widths and memory size for grey or colour images, and lambda = 1/N."""
@@ -151,11 +162,12 @@ def train_network(method: str, train_x: torch.Tensor, config: BenchConfig, seed:
     """Trains one of AE / MemAE-nonSpar / MemAE with Adam; returns the model in eval mode and its last-epoch MSE.
 
     The seed fixes both the initial weights and the batch order, so the three networks see the same batches.
+    Which of them gets hard shrinkage and the entropy loss is the model registry's definition (`memae.models`).
     """
     torch.manual_seed(seed)
     model = create_model(NETWORKS[method], in_channels=train_x.shape[1], channels=config.channels,
                          mem_dim=config.mem_dim, shrink_thres=config.shrink_thres)
-    alpha = config.entropy_alpha if method == "MemAE" else 0.0
+    alpha = entropy_weight(NETWORKS[method], config.entropy_alpha)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     order = torch.Generator().manual_seed(seed)
     model.train()

@@ -69,3 +69,44 @@ def test_written_archives_are_byte_identical_for_the_same_seed(tmp_path):
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert len(files) == 3  # two videos and a label file
     assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+
+
+def test_synth_job_help_lists_every_flag(capsys):
+    from jobs.synth import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    flags = ["--config", "--layout", "--out", "--seed", "--train-videos", "--test-videos", "--frames", "--size",
+             "--fps"]
+    assert [flag for flag in flags if flag not in printed] == []
+    assert "(default: 160x240)" in printed  # SynthConfig's size, shown as a flag value
+
+
+def test_synth_job_from_yaml_writes_what_write_corpus_writes(tmp_path, capsys):
+    """YAML sets the corpus, a flag overrides one key; the archive is the one the same SynthConfig gives directly."""
+    from experiments.synthetic import write_corpus
+    from jobs.synth import main
+
+    config = tmp_path / "synth.yaml"
+    config.write_text(f"layout: avenue\nout: {tmp_path / 'job'}\nsize: 48x64\nframes: 24\nseed: 3\ntrain-videos: 1\n"
+                      "test_videos: 5\n")
+    assert main(["--config", str(config), "--test-videos", "1"]) == 0
+    assert "wrote avenue corpus" in capsys.readouterr().out
+    write_corpus("avenue", tmp_path / "direct", SynthConfig(**{**TINY.__dict__, "train_videos": 1, "test_videos": 1}))
+    files = sorted(p.relative_to(tmp_path / "direct") for p in (tmp_path / "direct").rglob("*") if p.is_file())
+    assert len(files) == 3
+    assert files == sorted(p.relative_to(tmp_path / "job") for p in (tmp_path / "job").rglob("*") if p.is_file())
+    assert all((tmp_path / "job" / f).read_bytes() == (tmp_path / "direct" / f).read_bytes() for f in files)
+
+
+def test_synth_job_requires_layout_and_out(tmp_path, capsys):
+    from jobs.synth import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path)])
+    assert exit_info.value.code == 2 and "--layout (one of" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--layout", "avenue", "--out", str(tmp_path), "--size", "20x20"])
+    assert "too small to draw people" in capsys.readouterr().err
