@@ -11,11 +11,13 @@ from __future__ import annotations
 import sys
 
 from pipelines.common.config import config_from_args, config_parser
+from pipelines.common.console import configure_console
 from pipelines.demo import DemoConfig
 
 
 def main(argv: list[str] | None = None) -> int:
     config = config_from_args(DemoConfig, config_parser(DemoConfig, description=__doc__).parse_args(argv))
+    configure_console(config.verbose)
     from pipelines.demo import run_demo
 
     run_demo(config)

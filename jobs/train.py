@@ -13,18 +13,20 @@ from __future__ import annotations
 import sys
 
 from pipelines.common.config import config_from_args, config_parser
+from pipelines.common.console import configure_console
 from pipelines.train.config import TrainConfig
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = config_parser(TrainConfig, description=__doc__)
     config = config_from_args(TrainConfig, parser.parse_args(argv))
+    configure_console(config.verbose)
     if not config.shards:
         parser.error("--shards is required (or `shards:` in --config)")
     from pipelines.train.run import train
 
     try:
-        result = train(config)
+        result = train(config, echo=lambda line: print(line, flush=True))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 
 from pipelines.common.config import config_from_args, config_parser
+from pipelines.common.console import configure_console
 from pipelines.tune import config as tune_config
 from pipelines.tune.config import TuneConfig
 
@@ -23,6 +24,7 @@ from pipelines.tune.config import TuneConfig
 def main(argv: list[str] | None = None) -> int:
     parser = config_parser(TuneConfig, description=__doc__, epilog=tune_config.__doc__)
     config = config_from_args(TuneConfig, parser.parse_args(argv))
+    configure_console(config.verbose)
     if not config.shards:
         parser.error("--shards is required (or `shards:` in --config)")
     from pipelines.tune.run import sweep

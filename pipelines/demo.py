@@ -30,6 +30,7 @@ class DemoConfig:
     max_minutes: float = option(6.0, "training budget in minutes")
     seed: int = option(0, "seed of the corpus and the training")
     model_name: str = option("memae-demo", "registered model name (alias: champion)")
+    verbose: bool = option(False, "show Ray's and MLflow's own messages on the console (they go to log files)")
 
 
 @dataclass

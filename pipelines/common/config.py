@@ -80,7 +80,9 @@ def config_parser(cls: type, description: str | None = None, epilog: str | None 
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         kind, _ = _base_type(hints[f.name])
-        help_text = f"{f.metadata.get('help', '')} (default: {_shown_default(f)})"
+        help_text = f.metadata.get("help", "")
+        if "(default" not in help_text:  # a help text may say in words what a None default means
+            help_text += f" (default: {_shown_default(f)})"
         if kind is bool:
             parser.add_argument(flag, dest=f.name, nargs="?", const=True, default=None, type=_parse_bool,
                                 help=help_text, metavar="BOOL")

@@ -15,6 +15,8 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from pipelines.common.console import forward_worker_logs
+
 DEFAULT_OBJECT_STORE_BYTES = 1 << 30
 
 
@@ -31,6 +33,7 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
     if ray.is_initialized():
         return False
     kwargs.setdefault("logging_level", logging.WARNING)
+    kwargs.setdefault("log_to_driver", forward_worker_logs())  # worker output stays in Ray's log files
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], **kwargs)
         return True

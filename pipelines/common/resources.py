@@ -11,14 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-CPU_STEP = 0.05
+STEPS_PER_CPU = 20  # requests in 0.05-CPU steps: n / 20 is the exact float Ray compares
 
 
 def cpu_share(free: float, count: int, cap: float = math.inf, minimum: float = 0.1) -> float:
     """`free` CPUs split among `count` equal consumers: at most `cap` each, rounded down to a 0.05 step, and never
     below `minimum`."""
     share = min(cap, free / max(count, 1))
-    return max(minimum, math.floor(share / CPU_STEP + 1e-9) * CPU_STEP)
+    return max(minimum, math.floor(share * STEPS_PER_CPU + 1e-9) / STEPS_PER_CPU)
 
 
 def wants_gpu(requested: bool | None, cluster: Mapping[str, float]) -> bool:

@@ -54,6 +54,7 @@ class TrainConfig:
     tracking_uri: str | None = option(None, "MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
     experiment: str = option("memae-train", "MLflow experiment")
     mlflow_parent_run: str | None = option(None, "nest this run under that MLflow run id (set by tune sweeps)")
+    verbose: bool = option(False, "show Ray's and MLflow's own messages on the console (they go to log files)")
 
     def preset_spec(self) -> Preset:
         return get_preset(self.preset)

@@ -10,40 +10,34 @@ MLflow run that the driver opened; the driver then draws the curves and register
 
 from __future__ import annotations
 
-import itertools
 import tempfile
 import time
-import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import ray
 import ray.data
 import ray.train
 import ray.train.torch
-import torch
-import torch.distributed as dist
 from ray.train.v2.api.callback import UserCallback
 
-from memae.calibration import calibrate_errors
-from memae.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, unwrap
-from memae.evaluation import VideoScorer, model_clip_errors, video_metrics
-from memae.presets import ModelSpec
-from memae.training import train_one_epoch
-from memae.transforms import clips_to_tensor
+from memae.checkpoint import load_checkpoint, model_from_checkpoint
+from memae.evaluation import calibrate_model
 from pipelines.common.config import flatten, save_config
 from pipelines.common.job_env import durable_path
+from pipelines.common.naming import new_run_name
 from pipelines.common.ray_runtime import init_ray
+from pipelines.common.resources import cpu_share, torch_threads, wants_gpu
 from pipelines.common.tracking import configure_mlflow
 from pipelines.ingest.clips import clip_dataset, iter_clips
 from pipelines.ingest.corpus import Corpus
 from pipelines.registry.pyfunc import register_checkpoint
 from pipelines.train.config import TrainConfig
 from pipelines.train.plots import training_curves
-
-CHECKPOINT_FILE = "checkpoint.pt"
+from pipelines.train.progress import EpochLines
+from pipelines.train.worker import CHECKPOINT_FILE, WorkerPlan, train_loop_per_worker
 
 
 @dataclass
@@ -57,161 +51,6 @@ class TrainResult:
     history: list[dict[str, float]]
     registered_version: str | None = None
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# Worker side
-
-
-def _stop_everywhere(local_stop: bool) -> bool:
-    """True on every worker as soon as one wants to stop, so no DDP rank waits for a step the others skip."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return local_stop
-    flag = torch.tensor([1.0 if local_stop else 0.0])
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
-
-
-def _validate(model: torch.nn.Module, loop: dict[str, Any], device: torch.device) -> dict[str, float]:
-    """Frame AUC over labelled validation clips (the paper's protocol), or the mean error on held-out normal clips."""
-    config = TrainConfig(**loop["config"])
-    scorer = VideoScorer(clip_len=loop["clip_len"], frame_rule=config.frame_rule)
-    model = unwrap(model)
-    model.eval()
-    errors = []
-    for batch in ray.train.get_dataset_shard("val").iter_batches(
-        batch_size=config.resolved_batch_size * 2, batch_format="numpy"
-    ):
-        batch_errors = model_clip_errors(model, clips_to_tensor(batch["clip"]).to(device), config.error_rule)
-        scorer.add(batch["video_id"], batch["start"], batch_errors)
-        errors.append(batch_errors)
-    if loop["objective"] == "holdout_error":
-        return {"holdout_error": float(torch.cat(errors).mean())}
-    labels = {vid: np.asarray(lab) for vid, lab in loop["val_labels"].items()}
-    metrics = video_metrics(scorer.frame_errors(loop["val_num_frames"]), labels)
-    return {"val_auc_micro": metrics.auc_micro, "val_auc_macro": metrics.auc_macro, "val_eer": metrics.eer}
-
-
-def checkpoint_score(metrics: dict[str, float], objective: str) -> float:
-    """Higher is better. Epochs without validation score lowest, so retention keeps the best validated one
-    (Ray always keeps the latest too)."""
-    if objective == "val_auc_micro":
-        return metrics.get("val_auc_micro", -1.0)
-    if objective == "holdout_error":
-        return -metrics["holdout_error"] if "holdout_error" in metrics else -np.finfo(np.float32).max
-    return -metrics["train_loss"]
-
-
-def epoch_line(metrics: dict[str, float], epochs: int) -> str:
-    """One progress line per epoch: the numbers a person watches."""
-    parts = [f"epoch {metrics['epoch']}/{epochs}", f"loss {metrics['train_loss']:.5f}",
-             f"{metrics['train_clips_per_s']:.1f} clips/s"]
-    if "mem_active_query_fraction" in metrics:
-        parts.append(f"memory: {100 * metrics['mem_active_query_fraction']:.0f}% queries active, "
-                     f"{metrics['mem_mean_active_slots_when_active']:.1f} slots each, "
-                     f"{metrics['mem_distinct_slots']:.0f} slots used")
-    if "val_auc_micro" in metrics:
-        parts.append(f"val AUC {metrics['val_auc_micro']:.3f} (macro {metrics['val_auc_macro']:.3f})")
-    if "holdout_error" in metrics:
-        parts.append(f"held-out error {metrics['holdout_error']:.5f}")
-    return " | ".join(parts)
-
-
-def _log_to_mlflow(loop: dict[str, Any], metrics: dict[str, float], step: int) -> None:
-    from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=loop["tracking_uri"])
-    stamp = int(time.time() * 1000)
-    client.log_batch(
-        loop["run_id"],
-        metrics=[Metric(key, float(value), stamp, step) for key, value in metrics.items() if np.isfinite(value)],
-    )
-
-
-def train_loop_per_worker(loop: dict[str, Any]) -> list[dict[str, float]]:
-    """The per-worker loop: resume from Ray Train's checkpoint, train epochs, report and checkpoint each one."""
-    config = TrainConfig(**loop["config"])
-    spec = ModelSpec(**loop["model_spec"])
-    context = ray.train.get_context()
-    rank = context.get_world_rank()
-    torch.set_num_threads(loop["torch_threads"])
-    torch.manual_seed(config.seed)
-
-    model = spec.build()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    start_epoch, steps_done, history = 0, 0, []
-    best = {"score": -np.inf, "epoch": 0}
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            data = load_checkpoint(Path(directory) / CHECKPOINT_FILE)
-        model.load_state_dict(data["model"])
-        optimizer.load_state_dict(data["optimizer"])
-        start_epoch, steps_done = data["epoch"], data["extra"]["steps"]
-        history, best = data["extra"]["history"], data["extra"]["best"]
-    model = ray.train.torch.prepare_model(model)
-    device = ray.train.torch.get_device()
-    train_shard = ray.train.get_dataset_shard("train")
-
-    for epoch in range(start_epoch, config.epochs):
-
-        def should_stop(steps_in_epoch: int, done_before: int = steps_done) -> bool:
-            out_of_steps = config.max_steps is not None and done_before + steps_in_epoch >= config.max_steps
-            out_of_time = loop["deadline"] is not None and time.time() >= loop["deadline"]
-            return _stop_everywhere(out_of_steps or out_of_time)
-
-        batches = (
-            clips_to_tensor(batch["clip"])
-            for batch in train_shard.iter_torch_batches(
-                batch_size=config.resolved_batch_size,
-                local_shuffle_buffer_size=loop["shuffle_buffer"],
-                local_shuffle_seed=config.seed * 1000 + epoch,
-            )
-        )
-        result = train_one_epoch(
-            model, optimizer, batches, alpha=config.effective_alpha, device=device, bf16=config.bf16,
-            should_stop=should_stop,
-        )
-        steps_done += result.steps
-        metrics = {"epoch": epoch + 1, "steps": steps_done, **result.metrics()}
-        # Equal on every rank while DDP keeps the replicas in sync; reported per worker, not logged to MLflow.
-        replica_checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
-        validate_now = loop["objective"] != "train_loss" and (
-            (epoch + 1) % config.val_every == 0 or result.stopped_early or epoch + 1 == config.epochs
-        )
-        if rank == 0 and validate_now:
-            metrics.update(_validate(model, loop, device))
-        score = checkpoint_score(metrics, loop["objective"])
-        if score > best["score"]:
-            best = {"score": score, "epoch": epoch + 1}
-        history.append(metrics)
-        with tempfile.TemporaryDirectory() as directory:
-            ckpt = None
-            if rank == 0:
-                save_checkpoint(
-                    Path(directory) / CHECKPOINT_FILE,
-                    model,
-                    spec,
-                    optimizer,
-                    epoch + 1,
-                    config=loop["config"],
-                    extra={"steps": steps_done, "history": history, "best": best},
-                )
-                _log_to_mlflow(loop, metrics, step=epoch + 1)
-                print(epoch_line(metrics, config.epochs), flush=True)
-                ckpt = ray.train.Checkpoint.from_directory(directory)
-            ray.train.report(
-                {**metrics, "score": score, "replica_checksum": replica_checksum},
-                checkpoint=ckpt,
-                checkpoint_dir_name=f"epoch_{epoch + 1:04d}",
-            )
-        if result.stopped_early:
-            break
-    return history
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Driver side
 
 
 def training_objective(config: TrainConfig) -> str:
@@ -238,17 +77,14 @@ def worker_resources(config: TrainConfig) -> tuple[bool, dict[str, float], int]:
     without it a 2-CPU machine hangs with "Cluster resources are not enough".
     """
     cluster = ray.cluster_resources()
-    use_gpu = config.use_gpu if config.use_gpu is not None else cluster.get("GPU", 0) >= 1
-    workers = max(config.num_workers, 1)
+    use_gpu = wants_gpu(config.use_gpu, cluster)
     if config.cpus_per_worker is not None:
         cpus = config.cpus_per_worker
     elif use_gpu:
         cpus = 1.0
     else:
-        cpus = max(0.1, min(1.0, (cluster.get("CPU", 1) - 1) / workers))
-        cpus = float(np.floor(cpus * 20) / 20)  # 0.05 steps keep the request exact
-    threads = config.torch_threads or max(1, round(cpus))
-    return use_gpu, {"CPU": cpus}, threads
+        cpus = cpu_share(cluster.get("CPU", 1) - 1, max(config.num_workers, 1), cap=1.0)
+    return use_gpu, {"CPU": cpus}, torch_threads(config.torch_threads, cpus)
 
 
 def configure_ray_data() -> None:
@@ -258,10 +94,6 @@ def configure_ray_data() -> None:
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-
-
-def _new_run_name() -> str:
-    return f"memae-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
 def storage_path_for(config: TrainConfig) -> str:
@@ -280,10 +112,12 @@ def find_mlflow_run(experiment: str, run_name: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-def train(config: TrainConfig, callbacks: list[UserCallback] | None = None) -> TrainResult:
+def train(config: TrainConfig, callbacks: list[UserCallback] | None = None,
+          echo: Callable[[str], None] = print) -> TrainResult:
     """Trains on the cluster Ray is connected to (a local one is started if none), tracks and registers the run.
 
-    `callbacks` are Ray Train callbacks run on the controller (Tune's report callback, test probes).
+    `callbacks` are Ray Train callbacks run on the controller (Tune's report callback, test probes); `echo` takes
+    the console lines (one per epoch, then a summary).
     """
     import mlflow
 
@@ -296,7 +130,7 @@ def train(config: TrainConfig, callbacks: list[UserCallback] | None = None) -> T
     storage = storage_path_for(config)
     if config.resume and not config.name:
         raise ValueError("--resume needs --name: the run to continue")
-    name = config.name or _new_run_name()
+    name = config.name or new_run_name("memae")
     run_dir = Path(storage) / name
     if not config.resume and "://" not in storage and run_dir.exists():
         raise ValueError(f"a run called {name!r} already exists in {storage}: pass --resume to continue it")
@@ -308,23 +142,15 @@ def train(config: TrainConfig, callbacks: list[UserCallback] | None = None) -> T
     datasets = {
         "train": clip_dataset(corpus.path, preset.clip_len, config.clip_stride, split="train").select_columns(["clip"])
     }
-    loop: dict[str, Any] = {
-        "config": asdict(config),
-        "model_spec": asdict(spec),
-        "clip_len": preset.clip_len,
-        "torch_threads": threads,
-        "tracking_uri": tracking_uri,
-        "objective": training_objective(config),
-        "shuffle_buffer": 4 * config.resolved_batch_size,
-        "deadline": time.time() + 60 * config.max_minutes if config.max_minutes else None,
-    }
+    objective = training_objective(config)
+    val_num_frames, val_labels = {}, {}
     if config.val_shards:
         val = Corpus.open(config.val_shards)
         val.check_matches(corpus)
         datasets["val"] = clip_dataset(val.path, preset.clip_len, 1, split="test").select_columns(
             ["video_id", "start", "clip"]
         )
-        loop["val_num_frames"], loop["val_labels"] = val.labelled_videos("test")
+        val_num_frames, val_labels = val.labelled_videos("test")
     elif config.holdout_fraction > 0:
         train_ids = [v["video_id"] for v in corpus.videos("train")]
         held, kept = split_holdout(train_ids, config.holdout_fraction, config.seed)
@@ -332,14 +158,20 @@ def train(config: TrainConfig, callbacks: list[UserCallback] | None = None) -> T
         datasets["train"] = train_clips.select_columns(["clip"])
         datasets["val"] = clip_dataset(corpus.path, preset.clip_len, preset.clip_len, split="train",
                                        video_ids=held).select_columns(["video_id", "start", "clip"])
-        print(f"holding out {len(held)} of {len(held) + len(kept)} training videos: {', '.join(held)}", flush=True)
+        echo(f"holding out {len(held)} of {len(held) + len(kept)} training videos: {', '.join(held)}")
 
     run_id = find_mlflow_run(config.experiment, name) if config.resume else None
-    tags = {"memae.run_name": name, "memae.objective": loop["objective"]}
+    tags = {"memae.run_name": name, "memae.objective": objective}
     if config.mlflow_parent_run:
         tags["mlflow.parentRunId"] = config.mlflow_parent_run
     with mlflow.start_run(run_id=run_id, run_name=name, tags=tags) as run:
-        loop["run_id"] = run.info.run_id
+        plan = WorkerPlan(
+            config=config, model_spec=spec, clip_len=preset.clip_len, torch_threads=threads,
+            tracking_uri=tracking_uri, run_id=run.info.run_id, objective=objective,
+            shuffle_buffer=4 * config.resolved_batch_size,
+            deadline=time.time() + 60 * config.max_minutes if config.max_minutes else None,
+            val_num_frames=val_num_frames, val_labels=val_labels,
+        )
         if run_id is None:
             mlflow.log_params({k: v for k, v in flatten(config).items() if v is not None})
             mlflow.log_params(
@@ -352,7 +184,7 @@ def train(config: TrainConfig, callbacks: list[UserCallback] | None = None) -> T
 
         trainer = ray.train.torch.TorchTrainer(
             train_loop_per_worker,
-            train_loop_config=loop,
+            train_loop_config={"plan": plan},
             scaling_config=ray.train.ScalingConfig(
                 num_workers=config.num_workers, use_gpu=use_gpu, resources_per_worker=resources
             ),
@@ -366,10 +198,11 @@ def train(config: TrainConfig, callbacks: list[UserCallback] | None = None) -> T
             datasets=datasets,
             dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
         )
-        result = trainer.fit()
+        with EpochLines(tracking_uri, plan.run_id, config.epochs, echo):
+            result = trainer.fit()
         history = checkpoint_history(result.checkpoint)
         chosen, checkpoint = "last", result.checkpoint
-        if loop["objective"] != "train_loss" and result.best_checkpoints:
+        if objective != "train_loss" and result.best_checkpoints:
             chosen = "best"
             checkpoint = max(result.best_checkpoints, key=lambda pair: pair[1]["score"])[0]
         checkpoint_file = str(Path(checkpoint.path) / CHECKPOINT_FILE)
@@ -385,11 +218,10 @@ def train(config: TrainConfig, callbacks: list[UserCallback] | None = None) -> T
                 alias=config.alias,
             )
         registered = f"registered as {config.register} version {version}" if version else "not registered"
-        print(f"run {name}: {len(history)} epochs; chose the {chosen} checkpoint ({loop['objective']}); {registered}",
-              flush=True)
+        echo(f"run {name}: {len(history)} epochs; chose the {chosen} checkpoint ({objective}); {registered}")
     return TrainResult(
         run_name=name,
-        mlflow_run_id=loop["run_id"],
+        mlflow_run_id=plan.run_id,
         checkpoint_path=checkpoint_file,
         chosen=chosen,
         epochs_done=len(history),
@@ -418,18 +250,8 @@ def log_history_plots(history: list[dict[str, float]]) -> None:
 
 
 def calibrate(checkpoint_file: str, shards: Path, clip_len: int, config: TrainConfig,
-              max_clips: int = 512) -> dict[str, Any]:
+              max_clips: int = 512) -> dict | None:
     """The chosen model's error distribution on normal training clips (non-overlapping), for unlabelled runs."""
     model, _ = model_from_checkpoint(load_checkpoint(checkpoint_file))
-    model.eval()
-    errors: list[torch.Tensor] = []
-    batch: list[np.ndarray] = []
-    clips = iter_clips(shards, clip_len=clip_len, stride=clip_len, split="train")
-    for row in itertools.islice(clips, max_clips):
-        batch.append(row["clip"])
-        if len(batch) == config.resolved_batch_size:
-            errors.append(model_clip_errors(model, clips_to_tensor(np.stack(batch)), config.error_rule))
-            batch = []
-    if batch:
-        errors.append(model_clip_errors(model, clips_to_tensor(np.stack(batch)), config.error_rule))
-    return calibrate_errors(torch.cat(errors).numpy(), config.error_rule)
+    clips = (row["clip"] for row in iter_clips(shards, clip_len=clip_len, stride=clip_len, split="train"))
+    return calibrate_model(model, clips, config.error_rule, config.resolved_batch_size, max_clips)

@@ -15,43 +15,45 @@ Train run from its last checkpoint.
 
 from __future__ import annotations
 
-import math
-import tempfile
-import time
-import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import ray
 from ray import tune
-from ray.tune.experiment import Trial
 
 from pipelines.common.config import flatten, save_config
+from pipelines.common.naming import new_run_name
 from pipelines.common.ray_runtime import init_ray
 from pipelines.common.tracking import configure_mlflow
 from pipelines.ingest.corpus import Corpus
 from pipelines.registry.pyfunc import register_checkpoint
 from pipelines.train.config import TrainConfig
-from pipelines.train.run import CHECKPOINT_FILE, calibrate, find_mlflow_run, storage_path_for, train, training_objective
-from pipelines.tune.config import Space, TuneConfig
-from pipelines.tune.plots import sweep_plot
+from pipelines.train.run import calibrate, find_mlflow_run, storage_path_for
+from pipelines.tune.config import TuneConfig
+from pipelines.tune.plan import (
+    MODES,
+    TRIAL_CPU,
+    TrialPlan,
+    describe,
+    plan_trials,
+    planned_trials,
+    search_space,
+    sweep_objective,
+    tune_settings,
+)
+from pipelines.tune.results import (
+    child_runs,
+    close_stopped_runs,
+    log_sweep_artifacts,
+    markdown_table,
+    table_columns,
+    trial_rows,
+)
+from pipelines.tune.trials import ReleaseStoppedTrials, TrialLines, release_orphaned_placement_groups, run_trial
 
-MODES = {"val_auc_micro": "max", "holdout_error": "min"}
-TRIAL_CPU = 0.01  # a trial only waits on its trainer: a token share (0 did not work in probes, ../shared/README.md)
 TRAINER_DIR = "trials"  # under the sweep's folder: one Ray Train run per trial
-PLOTTED = ("mem_dim", "alpha")
 ENDED = ("finished", "stopped", "failed")  # a trial's end in the results table; others are pending or running
-
-
-@dataclass(frozen=True)
-class TrialPlan:
-    """How trials share the cluster."""
-
-    concurrency: int
-    use_gpu: bool
-    cpus_per_worker: float
 
 
 @dataclass
@@ -67,301 +69,13 @@ class SweepResult:
     registered_version: str | None = None
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Planning
-
-
-def sweep_objective(config: TuneConfig) -> str:
-    """The trials' objective; a sweep refuses the training loss, which rewards a small alpha, not a good model."""
-    objective = training_objective(config)
-    if objective not in MODES:
-        raise ValueError("a sweep needs an objective on unseen clips: give --val-shards or --holdout-fraction > 0")
-    return objective
-
-
-def plan_trials(config: TuneConfig, cluster: dict[str, float]) -> TrialPlan:
-    """Trials at once and CPUs per training worker, fitted to the cluster.
-
-    One whole CPU stays free for Ray Data's read tasks (without it a 2-CPU machine hangs); the concurrent trials
-    share the rest, at most one CPU per worker. On GPUs each worker takes a GPU.
-    """
-    workers = max(config.num_workers, 1)
-    use_gpu = config.use_gpu if config.use_gpu is not None else cluster.get("GPU", 0) >= 1
-    spare = cluster.get("CPU", 1) - 1
-    concurrency = config.max_concurrent_trials
-    if concurrency is None:
-        concurrency = max(1, int(spare // (workers * (config.cpus_per_worker or 1.0) + TRIAL_CPU)))
-        if use_gpu:
-            concurrency = min(concurrency, max(1, int(cluster.get("GPU", 0) // workers)))
-    cpus = config.cpus_per_worker
-    if cpus is None:
-        cpus = min(1.0, math.floor((spare - TRIAL_CPU * concurrency) / (concurrency * workers) * 20) / 20)
-    if cpus < 0.05 or concurrency * (workers * cpus + TRIAL_CPU) > spare + 1e-9:
-        raise ValueError(f"{concurrency} trial(s) of {workers} worker(s) at {cpus:g} CPU do not fit "
-                         f"{cluster.get('CPU', 0):g} CPUs with one left free for Ray Data")
-    return TrialPlan(concurrency, use_gpu, cpus)
-
-
-def tune_domain(space: Space, search: str, grid_points: int) -> Any:
-    """The Tune search domain of one setting; a single value is a constant, not a dimension."""
-    if search == "grid" or space.kind == "choice":
-        values = space.grid(grid_points)
-        if len(values) == 1:
-            return values[0]
-        return tune.grid_search(values) if search == "grid" else tune.choice(values)
-    low, high = space.values
-    if space.integer:
-        sampler = tune.lograndint if space.kind == "loguniform" else tune.randint
-        return sampler(int(low), int(high) + 1)
-    return tune.loguniform(low, high) if space.kind == "loguniform" else tune.uniform(low, high)
-
-
-def search_space(config: TuneConfig) -> dict[str, Any]:
-    return {name: tune_domain(space, config.search, config.grid_points) for name, space in config.spaces().items()}
-
-
-def num_samples(config: TuneConfig) -> int:
-    return config.num_samples or (1 if config.search == "grid" else 8)
-
-
-def planned_trials(config: TuneConfig) -> int:
-    """How many trials the sweep runs in all. Tune creates them only as slots free up, so the trials of a stopped
-    sweep are not all there to count."""
-    grids = [d["grid_search"] for d in search_space(config).values() if isinstance(d, dict) and "grid_search" in d]
-    return num_samples(config) * math.prod(len(values) for values in grids)
-
-
-def tune_settings(config: TuneConfig, plan: TrialPlan) -> tune.TuneConfig:
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    objective = sweep_objective(config)
-    scheduler = None
-    if config.scheduler == "asha":
-        # max_t past the last epoch: ASHA stops only the trials it finds poor at a rung, while a trial that reaches
-        # the end finishes its training run itself (registering its best checkpoint, closing its MLflow run).
-        scheduler = ASHAScheduler(time_attr="epoch", metric=objective, mode=MODES[objective], max_t=config.epochs + 1,
-                                  grace_period=config.grace_period, reduction_factor=config.reduction_factor)
-    # The generator limits concurrency itself: Tune ignores max_concurrent_trials beside a generator.
-    search = BasicVariantGenerator(max_concurrent=plan.concurrency, random_state=config.seed)
-    return tune.TuneConfig(num_samples=num_samples(config), scheduler=scheduler, search_alg=search,
-                           time_budget_s=60 * config.sweep_minutes if config.sweep_minutes else None)
-
-
-def describe(settings: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings.items())
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Trial side
-
-
-def run_trial(trial: dict[str, Any], sweep: dict[str, Any]) -> None:
-    """One trial: the sweep's training settings with this trial's values, each epoch reported to Tune.
-
-    The trainer's name is fixed by the trial id, so a trial restarted by a resumed sweep continues its own
-    Ray Train run (and MLflow run) from the last checkpoint instead of starting over; for a new trial there is
-    nothing to resume and `resume` starts it afresh.
-    """
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    name = f"{sweep['name']}-{tune.get_context().get_trial_id()}"
-    config = TrainConfig(**(sweep["train"] | trial | {"name": name, "resume": True}))
-    train(config, callbacks=[TuneReportCallback()])
-
-
-def trial_error(trial: Trial) -> str:
-    """The last `SomeError: message` line of a failed trial's traceback (Tune wraps the worker's)."""
-    local = Path(trial.error_file) if trial.error_file else None
-    text = local.read_text() if local and local.exists() else trial.get_error() or ""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    named = [line for line in lines if "Error:" in line or "Exception:" in line]
-    return (named or lines or ["unknown error"])[-1][:300]
-
-
-class TrialLines(tune.Callback):
-    """A line per ended or failed trial, as it happens (the table at the end says which finished, which stopped)."""
-
-    def __init__(self, objective: str, searched: list[str]) -> None:
-        self.objective = objective
-        self.searched = searched
-
-    def _settings(self, trial: Trial) -> str:
-        return describe({k: trial.config[k] for k in self.searched if k in trial.config})
-
-    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
-        result = trial.last_result
-        value = result.get(self.objective)
-        measured = f"{self.objective} {value:.4g}" if value is not None else f"no {self.objective}"
-        print(f"trial {trial.trial_id} ended: {self._settings(trial)} -> {measured} at epoch {result.get('epoch')}",
-              flush=True)
-
-    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
-        print(f"trial {trial.trial_id} failed: {self._settings(trial)}: {trial_error(trial)}", flush=True)
-
-
-def release_orphaned_placement_groups() -> int:
-    """Removes this job's placement groups whose creating actor has died, freeing their CPUs; returns how many.
-
-    Stopping a trial (ASHA, a time budget, Ctrl-C) kills its Ray Train controller, and the placement group holding
-    the trial's workers outlives the controller for as long as this driver's job runs. Ray Train's own cleaner
-    removes it through the state API, which fails without the dashboard and on a host running several Ray clusters
-    (the cleaner cannot tell which one is its own: seen on the shared dev machine); the next trial then waits for
-    those CPUs for ever. Who created a placement group is only in the GCS table, hence the private accessor.
-    """
-    from ray._private.state import state
-    from ray.core.generated import gcs_pb2
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
-
-    job = ray.get_runtime_context().get_job_id()
-    removed = 0
-    for raw in state._connect_and_get_accessor().get_placement_group_table():
-        group = gcs_pb2.PlacementGroupTableData.FromString(raw)
-        if (group.creator_job_id.hex() == job and group.creator_actor_dead and not group.is_detached
-                and not ray.ActorID(group.creator_actor_id).is_nil()
-                and group.state != gcs_pb2.PlacementGroupTableData.REMOVED):
-            remove_placement_group(PlacementGroup(ray.PlacementGroupID(group.placement_group_id)))
-            removed += 1
-    return removed
-
-
-class ReleaseStoppedTrials(tune.Callback):
-    """Every few seconds of the sweep, frees the workers' CPUs of trials stopped mid-run (see above)."""
-
-    def __init__(self, every_s: float = 5.0) -> None:
-        self.every_s = every_s
-        self.last = 0.0
-
-    def on_step_begin(self, iteration: int, trials: list[Trial], **info) -> None:
-        if time.monotonic() - self.last >= self.every_s:
-            self.last = time.monotonic()
-            release_orphaned_placement_groups()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Results
-
-
-def child_runs(experiment: str, parent_run_id: str, sweep_name: str) -> dict[str, Any]:
-    """Trial id -> its MLflow run (nested under the sweep's parent run)."""
-    import mlflow
-
-    runs = mlflow.search_runs(experiment_names=[experiment],
-                              filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", output_format="list")
-    prefix = f"{sweep_name}-"
-    return {run.data.tags["memae.run_name"].removeprefix(prefix): run for run in runs
-            if run.data.tags.get("memae.run_name", "").startswith(prefix)}
-
-
-def best_epoch(frame: pd.DataFrame, objective: str) -> pd.Series | None:
-    """The epoch the trial's training run chose: best by the objective, ties to the later epoch (as Ray Train's
-    checkpoint retention keeps it)."""
-    if objective not in frame:
-        return None
-    measured = frame.dropna(subset=[objective])
-    if measured.empty:
-        return None
-    sign = 1 if MODES[objective] == "max" else -1
-    order = sorted(measured.index, key=lambda i: (sign * measured.at[i, objective], measured.at[i, "epoch"]))
-    return measured.loc[order[-1]]
-
-
-def trial_rows(experiment_path: str, objective: str, searched: list[str], runs: dict[str, Any]) -> list[dict]:
-    """One row per trial: how it ended, its settings, its best epoch and that epoch's checkpoint; best first.
-
-    A trial ended by Tune without error "finished" when its training run did (its MLflow run is FINISHED), else it
-    was "stopped" from outside: by ASHA, a time budget or an interruption.
-    """
-    analysis = tune.ExperimentAnalysis(experiment_path)
-    frames = analysis.trial_dataframes
-    rows = []
-    for trial in analysis.trials:
-        run = runs.get(trial.trial_id)
-        status = trial.status.lower()
-        if trial.status == "TERMINATED":
-            status = "finished" if run is not None and run.info.status == "FINISHED" else "stopped"
-        elif trial.status == "ERROR":
-            status = "failed"
-        row: dict[str, Any] = {"trial": trial.trial_id, "status": status}
-        row |= {k: trial.config.get(k) for k in searched}
-        frame = frames.get(trial.trial_id, pd.DataFrame())
-        row["epochs"] = int(frame["epoch"].max()) if "epoch" in frame and len(frame) else 0
-        row[objective] = None
-        best = best_epoch(frame, objective)
-        if best is not None:
-            row |= {objective: float(best[objective]), "best_epoch": int(best["epoch"]),
-                    "train_loss": float(best["train_loss"])}
-            row |= {k: float(best[k]) for k in ("val_auc_macro", "val_eer") if k in best}
-            row["checkpoint"] = str(Path(best["checkpoint_path"]) / CHECKPOINT_FILE)
-        row["mlflow_run"] = run.info.run_id if run is not None else None
-        if status == "failed":
-            row["error"] = trial_error(trial)
-        rows.append(row)
-    sign = -1 if MODES[objective] == "max" else 1
-    return sorted(rows, key=lambda r: sign * r[objective] if r[objective] is not None else math.inf)
-
-
-def close_stopped_runs(runs: dict[str, Any]) -> None:
-    """Once Tune has returned no trial runs: a child run still marked running was stopped from outside before
-    train() could end it, and says so."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient()
-    for run in runs.values():
-        if run.info.status == "RUNNING":
-            client.set_terminated(run.info.run_id, "KILLED")
-
-
-def table_columns(objective: str, searched: list[str]) -> list[str]:
-    extra = ["val_auc_macro", "val_eer"] if objective == "val_auc_micro" else []
-    return ["trial", "status", *searched, "epochs", objective, "best_epoch", *extra, "train_loss"]
-
-
-def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    def cell(value: Any) -> str:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return ""
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def log_sweep_artifacts(rows: list[dict[str, Any]], table: str, best_config: TrainConfig | None, objective: str,
-                        searched: list[str]) -> None:
-    """The results table (CSV and Markdown), the best trial's training config and the sweep plot, on the parent."""
-    import mlflow
-
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        pd.DataFrame(rows).to_csv(folder / "sweep_results.csv", index=False)
-        (folder / "sweep_results.md").write_text(table + "\n")
-        mlflow.log_artifact(str(folder / "sweep_results.csv"))
-        mlflow.log_artifact(str(folder / "sweep_results.md"))
-        if best_config is not None:
-            save_config(best_config, folder / "best_config.yaml")
-            mlflow.log_artifact(str(folder / "best_config.yaml"))
-        if any(r[objective] is not None for r in rows):
-            plotted = [k for k in searched if k in PLOTTED] or searched
-            mlflow.log_artifact(str(sweep_plot(rows, objective, plotted, folder / "sweep.png")), "plots")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Driver
-
-
-def _new_sweep_name() -> str:
-    return f"sweep-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-
-
 def _sweep_folder(config: TuneConfig) -> tuple[str, Path]:
     """(name, folder) of the sweep to start or resume; refuses to start over an existing one or resume none."""
     if "://" in config.storage_path:
         raise ValueError("sweeps keep their trials in a local or mounted shared folder: give a path as --storage-path")
     if config.resume and not config.name:
         raise ValueError("--resume needs --name: the sweep to continue")
-    name = config.name or _new_sweep_name()
+    name = config.name or new_run_name("sweep")
     folder = Path(storage_path_for(config)) / name
     if config.resume and not tune.Tuner.can_restore(str(folder)):
         raise ValueError(f"no sweep called {name!r} to resume in {folder.parent}")

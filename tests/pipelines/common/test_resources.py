@@ -6,7 +6,8 @@ from pipelines.common.resources import cpu_share, torch_threads, wants_gpu
 
 def test_cpu_share_rounds_down_to_exact_steps_within_bounds():
     assert cpu_share(1.0, 1, cap=1.0) == 1.0
-    assert cpu_share(1.0, 3) == pytest.approx(0.3)  # 0.333 -> 0.3
+    assert cpu_share(1.0, 3) == 0.3  # 0.333 -> 0.3, exactly
+    assert cpu_share(0.95, 1) == 0.95 and cpu_share(0.9, 2) == 0.45
     assert cpu_share(7.0, 2, cap=1.0) == 1.0
     assert cpu_share(0.01, 4) == 0.1  # never below the minimum
     assert cpu_share(0.01, 4, minimum=0.0) == 0.0

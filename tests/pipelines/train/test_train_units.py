@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from pipelines.train.config import TrainConfig
-from pipelines.train.run import checkpoint_score, epoch_line, split_holdout, training_objective
+from pipelines.train.run import split_holdout, training_objective
+from pipelines.train.worker import checkpoint_score, epoch_line
 
 
 def test_holdout_split_is_deterministic_disjoint_and_never_empty():

@@ -19,8 +19,9 @@ from mlflow.tracking import MlflowClient
 
 from jobs.tune import main
 from pipelines.tune.config import TuneConfig, parse_space
+from pipelines.tune.plan import plan_trials, planned_trials, sweep_objective, tune_domain
 from pipelines.tune.plots import sweep_plot
-from pipelines.tune.run import plan_trials, planned_trials, sweep, sweep_objective, tune_domain
+from pipelines.tune.run import sweep
 
 # ---------------------------------------------------------------------------------------------------------------
 # Without Ray

@@ -1,0 +1,194 @@
+"""What runs on each Ray Train worker: resume, train epochs, validate, checkpoint and report every one.
+
+The driver (pipelines/train/run.py) decides everything once and hands each worker a `WorkerPlan`. Rank 0 validates,
+writes the checkpoint and logs the epoch's metrics to the driver's MLflow run, from which the driver prints the
+epoch's progress line (pipelines/train/progress.py).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from memae.checkpoint import load_checkpoint, save_checkpoint, unwrap
+from memae.evaluation import VideoScorer, model_clip_errors, video_metrics
+from memae.presets import ModelSpec
+from memae.training import train_one_epoch
+from memae.transforms import clips_to_tensor
+from pipelines.train.config import TrainConfig
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """Everything a training worker needs, decided once by the driver.
+
+    `objective` is what "best" means (see `checkpoint_score`); the validation fields are filled for "val_auc_micro".
+    """
+
+    config: TrainConfig
+    model_spec: ModelSpec
+    clip_len: int
+    torch_threads: int
+    tracking_uri: str
+    run_id: str
+    objective: str
+    shuffle_buffer: int
+    deadline: float | None  # time.time() at which to stop, from --max-minutes
+    val_num_frames: dict[str, int] = field(default_factory=dict)
+    val_labels: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+
+def _stop_everywhere(local_stop: bool) -> bool:
+    """True on every worker as soon as one wants to stop, so no DDP rank waits for a step the others skip."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return local_stop
+    flag = torch.tensor([1.0 if local_stop else 0.0])
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def _validate(model: torch.nn.Module, plan: WorkerPlan, device: torch.device) -> dict[str, float]:
+    """Frame AUC over labelled validation clips (the paper's protocol), or the mean error on held-out normal clips."""
+    config = plan.config
+    scorer = VideoScorer(clip_len=plan.clip_len, frame_rule=config.frame_rule)
+    model = unwrap(model)
+    model.eval()
+    errors = []
+    for batch in ray.train.get_dataset_shard("val").iter_batches(
+        batch_size=config.resolved_batch_size * 2, batch_format="numpy"
+    ):
+        batch_errors = model_clip_errors(model, clips_to_tensor(batch["clip"]).to(device), config.error_rule)
+        scorer.add(batch["video_id"], batch["start"], batch_errors)
+        errors.append(batch_errors)
+    if plan.objective == "holdout_error":
+        return {"holdout_error": float(torch.cat(errors).mean())}
+    metrics = video_metrics(scorer.frame_errors(plan.val_num_frames), plan.val_labels)
+    return {"val_auc_micro": metrics.auc_micro, "val_auc_macro": metrics.auc_macro, "val_eer": metrics.eer}
+
+
+def checkpoint_score(metrics: dict[str, float], objective: str) -> float:
+    """Higher is better. Epochs without validation score lowest, so retention keeps the best validated one
+    (Ray always keeps the latest too)."""
+    if objective == "val_auc_micro":
+        return metrics.get("val_auc_micro", -1.0)
+    if objective == "holdout_error":
+        return -metrics["holdout_error"] if "holdout_error" in metrics else -np.finfo(np.float32).max
+    return -metrics["train_loss"]
+
+
+def epoch_line(metrics: dict[str, float], epochs: int) -> str:
+    """One progress line per epoch: the numbers a person watches."""
+    parts = [f"epoch {metrics['epoch']}/{epochs}", f"loss {metrics['train_loss']:.5f}",
+             f"{metrics['train_clips_per_s']:.1f} clips/s"]
+    if "mem_active_query_fraction" in metrics:
+        parts.append(f"memory: {100 * metrics['mem_active_query_fraction']:.0f}% queries active, "
+                     f"{metrics['mem_mean_active_slots_when_active']:.1f} slots each, "
+                     f"{metrics['mem_distinct_slots']:.0f} slots used")
+    if "val_auc_micro" in metrics:
+        parts.append(f"val AUC {metrics['val_auc_micro']:.3f} (macro {metrics['val_auc_macro']:.3f})")
+    if "holdout_error" in metrics:
+        parts.append(f"held-out error {metrics['holdout_error']:.5f}")
+    return " | ".join(parts)
+
+
+def _log_to_mlflow(plan: WorkerPlan, metrics: dict[str, float], step: int) -> None:
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=plan.tracking_uri)
+    stamp = int(time.time() * 1000)
+    client.log_batch(
+        plan.run_id,
+        metrics=[Metric(key, float(value), stamp, step) for key, value in metrics.items() if np.isfinite(value)],
+    )
+
+
+def train_loop_per_worker(loop_config: dict[str, WorkerPlan]) -> list[dict[str, float]]:
+    """The per-worker loop: resume from Ray Train's checkpoint, train epochs, report and checkpoint each one."""
+    plan = loop_config["plan"]
+    config, spec = plan.config, plan.model_spec
+    rank = ray.train.get_context().get_world_rank()
+    torch.set_num_threads(plan.torch_threads)
+    torch.manual_seed(config.seed)
+
+    model = spec.build()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    start_epoch, steps_done, history = 0, 0, []
+    best = {"score": -np.inf, "epoch": 0}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            data = load_checkpoint(Path(directory) / CHECKPOINT_FILE)
+        model.load_state_dict(data["model"])
+        optimizer.load_state_dict(data["optimizer"])
+        start_epoch, steps_done = data["epoch"], data["extra"]["steps"]
+        history, best = data["extra"]["history"], data["extra"]["best"]
+    model = ray.train.torch.prepare_model(model)
+    device = ray.train.torch.get_device()
+    train_shard = ray.train.get_dataset_shard("train")
+
+    for epoch in range(start_epoch, config.epochs):
+
+        def should_stop(steps_in_epoch: int, done_before: int = steps_done) -> bool:
+            out_of_steps = config.max_steps is not None and done_before + steps_in_epoch >= config.max_steps
+            out_of_time = plan.deadline is not None and time.time() >= plan.deadline
+            return _stop_everywhere(out_of_steps or out_of_time)
+
+        batches = (
+            clips_to_tensor(batch["clip"])
+            for batch in train_shard.iter_torch_batches(
+                batch_size=config.resolved_batch_size,
+                local_shuffle_buffer_size=plan.shuffle_buffer,
+                local_shuffle_seed=config.seed * 1000 + epoch,
+            )
+        )
+        result = train_one_epoch(
+            model, optimizer, batches, alpha=config.effective_alpha, device=device, bf16=config.bf16,
+            should_stop=should_stop,
+        )
+        steps_done += result.steps
+        metrics = {"epoch": epoch + 1, "steps": steps_done, **result.metrics()}
+        # Equal on every rank while DDP keeps the replicas in sync; reported per worker, not logged to MLflow.
+        replica_checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
+        validate_now = plan.objective != "train_loss" and (
+            (epoch + 1) % config.val_every == 0 or result.stopped_early or epoch + 1 == config.epochs
+        )
+        if rank == 0 and validate_now:
+            metrics.update(_validate(model, plan, device))
+        score = checkpoint_score(metrics, plan.objective)
+        if score > best["score"]:
+            best = {"score": score, "epoch": epoch + 1}
+        history.append(metrics)
+        with tempfile.TemporaryDirectory() as directory:
+            ckpt = None
+            if rank == 0:
+                save_checkpoint(
+                    Path(directory) / CHECKPOINT_FILE,
+                    model,
+                    spec,
+                    optimizer,
+                    epoch + 1,
+                    config=asdict(config),
+                    extra={"steps": steps_done, "history": history, "best": best},
+                )
+                _log_to_mlflow(plan, metrics, step=epoch + 1)
+                ckpt = ray.train.Checkpoint.from_directory(directory)
+            ray.train.report(
+                {**metrics, "score": score, "replica_checksum": replica_checksum},
+                checkpoint=ckpt,
+                checkpoint_dir_name=f"epoch_{epoch + 1:04d}",
+            )
+        if result.stopped_early:
+            break
+    return history
