@@ -12,7 +12,7 @@ so shared pages count once) and its CPU time.
 Each speed is given twice: per wall-clock second, and per CPU second. On a machine shared with other work the wall
 figures fall with the load (printed), the CPU figures hardly move; "ingest x cores per CPU second" is what an idle
 machine would reach if the work spread over all cores, and the CPU target uses the marginal CPU cost of a frame
-(from 1x to 10x, so Ray's start and imports cancel out). Targets (issue 4): ingest >= 0.8x the fastest raw decode,
+(from 1x to 10x, so Ray's start and imports cancel out). Targets: ingest >= 0.8x the fastest raw decode,
 shard bytes <= 1.5x the raw uint8 frames, peak memory flat from 1x to 10x.
 """
 

@@ -102,7 +102,7 @@ def _shown_default(f: dataclasses.Field) -> Any:
         default = f.default_factory()
     else:
         return None
-    if isinstance(default, tuple) and f.metadata.get("parse") is parse_size:
+    if isinstance(default, tuple) and len(default) == 2 and f.metadata.get("parse"):  # a size, as it is typed
         return "x".join(map(str, default))
     return default
 
@@ -152,4 +152,5 @@ def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
 
 def save_config(config: Any, path: str | Path) -> None:
     """Writes the resolved configuration as YAML (what was actually run, for the record and for re-runs)."""
-    Path(path).write_text(yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(config))), sort_keys=False))
+    plain = json.loads(json.dumps(dataclasses.asdict(config), default=str))  # tuples as lists, paths as text
+    Path(path).write_text(yaml.safe_dump(plain, sort_keys=False))

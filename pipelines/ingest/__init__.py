@@ -1,0 +1,1 @@
+"""Stage 1: an archive of videos -> per-video Parquet frame shards with a manifest; clips are cut when read."""

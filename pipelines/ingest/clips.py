@@ -1,6 +1,6 @@
 """Clips of T consecutive frames cut from ingested shards, as a Ray Dataset or a plain iterator.
 
-Shards store each frame once (see frame_shards.py); clips are cut here, when reading, and never cross a video
+Shards store each frame once (see shards.py); clips are cut here, when reading, and never cross a video
 boundary. Every clip is a dict::
 
     video_id: str        the dataset's own name for the video
@@ -23,45 +23,20 @@ Only `clip_dataset` imports Ray, and only when called.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipelines.ingest.shards import MANIFEST_FILE, iter_shard, read_shard
+from pipelines.ingest.manifest import Manifest, ManifestEntry
+from pipelines.ingest.shards import iter_shard, read_shard
 
 if TYPE_CHECKING:
     import ray.data
 
 CLIP_TASK_BYTES = 64 << 20  # clips cut by one Ray task
 CLIP_BATCH_BYTES = 16 << 20  # clips handed to Ray Data at a time
-
-
-def read_manifest(shards_dir: str | Path) -> dict:
-    """The manifest written by ingest: dataset, preprocessing, counts, and one entry per video."""
-    path = Path(shards_dir) / MANIFEST_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no manifest; is {shards_dir} the --out folder of jobs/ingest.py?")
-    return json.loads(path.read_text())
-
-
-def select_videos(manifest: dict, split: str | None = None, video_ids: Iterable[str] | None = None) -> list[dict]:
-    """Manifest entries of ingested videos, in manifest order, filtered by split and ids.
-
-    Raises:
-        KeyError: when a requested id is not an ingested video (of that split).
-    """
-    done = [v for v in manifest["videos"] if v["status"] == "done" and (split is None or v["split"] == split)]
-    if video_ids is None:
-        return done
-    wanted = set(video_ids)
-    missing = wanted - {v["video_id"] for v in done}
-    if missing:
-        where = f" in split {split!r}" if split else ""
-        raise KeyError(f"videos not ingested{where}: {sorted(missing)}")
-    return [v for v in done if v["video_id"] in wanted]
 
 
 def clip_starts(num_frames: int, clip_len: int, stride: int) -> range:
@@ -80,9 +55,9 @@ def iter_clips(
 ) -> Iterator[dict]:
     """Clips of every selected video, in manifest order; memory holds one row group and one clip at a time."""
     shards_dir = Path(shards_dir)
-    for entry in select_videos(read_manifest(shards_dir), split, video_ids):
-        starts = clip_starts(entry["num_frames"], clip_len, stride)
-        yield from _cut(shards_dir / entry["shard"], entry["video_id"], entry["split"], clip_len, starts)
+    for entry in Manifest.read(shards_dir).select(split, video_ids):
+        starts = clip_starts(entry.num_frames, clip_len, stride)
+        yield from _cut(shards_dir / entry.shard, entry.video_id, entry.split, clip_len, starts)
 
 
 def read_video_frames(shards_dir: str | Path, video_id: str, split: str | None = None) -> np.ndarray:
@@ -115,18 +90,17 @@ def clip_dataset(
     from pipelines.common.ray_runtime import init_ray
 
     shards_dir = Path(shards_dir).resolve()
-    manifest = read_manifest(shards_dir)
     units = []
-    for entry in select_videos(manifest, split, video_ids):
-        starts = clip_starts(entry["num_frames"], clip_len, stride)
+    for entry in Manifest.read(shards_dir).select(split, video_ids):
+        starts = clip_starts(entry.num_frames, clip_len, stride)
         per_task = max(1, CLIP_TASK_BYTES // _clip_bytes(entry, clip_len))
         for i in range(0, len(starts), per_task):
             part = starts[i : i + per_task]
             units.append(
                 {
-                    "shard": str(shards_dir / entry["shard"]),
-                    "video_id": entry["video_id"],
-                    "split": entry["split"],
+                    "shard": str(shards_dir / entry.shard),
+                    "video_id": entry.video_id,
+                    "split": entry.split,
                     "first": part.start,
                     "stop": part.stop,
                     "batch": max(1, CLIP_BATCH_BYTES // _clip_bytes(entry, clip_len)),
@@ -196,12 +170,12 @@ def _cut(shard: Path, video_id: str, split: str, clip_len: int, starts: range) -
         frames, labels, offset = frames[keep:], labels[keep:], offset + keep
 
 
-def _clip_bytes(entry: dict, clip_len: int) -> int:
-    return clip_len * int(np.prod(entry["frame_shape"]))
+def _clip_bytes(entry: ManifestEntry, clip_len: int) -> int:
+    return clip_len * int(np.prod(entry.frame_shape))
 
 
 def _shard_path(shards_dir: str | Path, video_id: str, split: str | None) -> Path:
-    entries = select_videos(read_manifest(shards_dir), split, [video_id])
+    entries = Manifest.read(shards_dir).select(split, [video_id])
     if len(entries) > 1:
-        raise ValueError(f"video {video_id!r} is in splits {[e['split'] for e in entries]}: pass split=")
-    return Path(shards_dir) / entries[0]["shard"]
+        raise ValueError(f"video {video_id!r} is in splits {[e.split for e in entries]}: pass split=")
+    return Path(shards_dir) / entries[0].shard

@@ -13,23 +13,34 @@ from typing import Any
 import numpy as np
 
 from memae.models import DOWNSAMPLING_3D
-from pipelines.ingest.clips import read_manifest, read_video_labels, select_videos
+from pipelines.ingest.clips import read_video_labels
+from pipelines.ingest.manifest import Manifest, ManifestEntry
 
 
 @dataclass(frozen=True)
 class Corpus:
+    """An ingested folder and its manifest."""
+
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @classmethod
     def open(cls, shards_dir: str | Path) -> Corpus:
         path = Path(shards_dir).resolve()
-        return cls(path, read_manifest(path))
+        return cls(path, Manifest.read(path))
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:
-        """(H, W, C) of the stored frames."""
-        return tuple(self.manifest["frame_shape"])
+        """(H, W, C) of the stored frames.
+
+        Raises:
+            ValueError: when the videos were stored at different sizes (or none is ingested).
+        """
+        shape = self.manifest.frame_shape
+        if shape is None:
+            raise ValueError(f"{self.path}: no single frame size (videos stored at different sizes, or none "
+                             "ingested); re-ingest with one --size")
+        return shape
 
     @property
     def channels(self) -> int:
@@ -50,15 +61,15 @@ class Corpus:
             raise ValueError(f"{self.path} stores frames {self.frame_shape} but {other.path} stores "
                              f"{other.frame_shape}: ingest both with the same --size and colour")
 
-    def videos(self, split: str | None = None) -> list[dict[str, Any]]:
+    def videos(self, split: str | None = None) -> list[ManifestEntry]:
         """Manifest entries of the ingested videos of a split."""
-        return select_videos(self.manifest, split)
+        return self.manifest.select(split)
 
     def labelled_videos(self, split: str = "test") -> tuple[dict[str, int], dict[str, np.ndarray]]:
         """(frames per video, per-frame labels) of the videos of `split` that carry labels."""
-        entries = [v for v in self.videos(split) if v.get("labelled")]
-        num_frames = {v["video_id"]: int(v["num_frames"]) for v in entries}
-        labels = {v["video_id"]: read_video_labels(self.path, v["video_id"], split) for v in entries}
+        entries = [v for v in self.manifest.select(split) if v.labelled]
+        num_frames = {v.video_id: int(v.num_frames) for v in entries}
+        labels = {v.video_id: read_video_labels(self.path, v.video_id, split) for v in entries}
         return num_frames, labels
 
     def model_preprocessing(self, clip_len: int, error_rule: str, frame_rule: str) -> dict[str, Any]:
@@ -68,5 +79,5 @@ class Corpus:
             "clip_len": clip_len, "height": height, "width": width, "channels": channels,
             "pixel_range": [-1.0, 1.0], "input_layout": "N x C x T x H x W float32",
             "error_rule": error_rule, "frame_rule": frame_rule,
-            "ingest": self.manifest.get("preprocessing", {}),
+            "ingest": self.manifest.preprocessing.to_json(),
         }

@@ -31,13 +31,23 @@ import pyarrow.parquet as pq
 
 from memae.files import replace_atomically, temporary_path
 
-MANIFEST_FILE, REPORT_FILE, SHARD_DIR = "manifest.json", "ingest_report.json", "shards"
+SHARD_DIR = "shards"  # shards/<split>/<video id>.parquet in an ingest's output folder
 FRAME, LABEL, IMAGE = "frame", "label", "image"
 META_KEY = b"memae"
 COMPRESSION, COMPRESSION_LEVEL = "zstd", 1
 ENCODINGS = ("tensor", "binary")
 SHAPE_KEY = b"memae.shape"
 ROW_GROUP_BYTES = 8 << 20  # frames held in memory at once while writing or reading
+
+
+def storage_description(encoding: str) -> dict:
+    """How shards of `encoding` store frames, in the words an ingest manifest records."""
+    return {
+        "unit": "one Parquet file per video, one row per frame; clips are cut when reading",
+        "columns": {FRAME: "int32, 0-based", LABEL: "int8, 0/1, -1 unknown", IMAGE: "uint8 (H, W, C)"},
+        "encoding": encoding,
+        "compression": f"{COMPRESSION} level {COMPRESSION_LEVEL}",
+    }
 
 
 def frames_per_row_group(frame_shape: tuple[int, ...]) -> int:

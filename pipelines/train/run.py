@@ -152,7 +152,7 @@ def train(config: TrainConfig, callbacks: list[UserCallback] | None = None,
         )
         val_num_frames, val_labels = val.labelled_videos("test")
     elif config.holdout_fraction > 0:
-        train_ids = [v["video_id"] for v in corpus.videos("train")]
+        train_ids = [v.video_id for v in corpus.videos("train")]
         held, kept = split_holdout(train_ids, config.holdout_fraction, config.seed)
         train_clips = clip_dataset(corpus.path, preset.clip_len, config.clip_stride, split="train", video_ids=kept)
         datasets["train"] = train_clips.select_columns(["clip"])

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from experiments.synthetic import SynthConfig, WrittenVideo, write_corpus
-from pipelines.ingest.run import IngestConfig, IngestResult, ingest
+from pipelines.ingest.config import IngestConfig
+from pipelines.ingest.run import IngestResult, ingest
 
 TINY = SynthConfig(height=48, width=64, frames=24, train_videos=2, test_videos=2, seed=5)
 

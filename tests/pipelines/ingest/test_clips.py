@@ -5,7 +5,9 @@ import sys
 import numpy as np
 import pytest
 
+from memae.datasets import Preprocess
 from pipelines.ingest.clips import clip_dataset, clip_starts, iter_clips, read_video_frames, read_video_labels
+from pipelines.ingest.manifest import FramePreprocessing, Manifest, ManifestEntry
 from pipelines.ingest.shards import ShardWriter
 
 from ..conftest import TINY
@@ -76,8 +78,10 @@ def test_clips_across_row_group_boundaries(tmp_path, encoding):
     with ShardWriter(tmp_path / "shards" / "test" / "v.parquet", (2, 3, 1), {}, encoding) as writer:
         for start in range(0, 23, 5):  # row groups of 5 frames
             writer.write(frames[start : start + 5], labels[start : start + 5])
-    entry = {"video_id": "v", "split": "test", "status": "done", "num_frames": 23, "frame_shape": [2, 3, 1]}
-    (tmp_path / "manifest.json").write_text(json.dumps({"videos": [{**entry, "shard": "shards/test/v.parquet"}]}))
+    shard = "shards/test/v.parquet"
+    entry = ManifestEntry("v", "test", "done", "v.avi", 23, None, (), (2, 3, 1), shard, encoding, 1, True, ())
+    stored = FramePreprocessing.of(Preprocess((2, 3), "gray"))
+    Manifest("frames", "frames", "given", "/archive", ["test"], stored, {}, 7, {}, [entry]).write(tmp_path)
     for clip_len, stride in [(7, 1), (5, 5), (6, 4), (23, 1)]:
         clips = list(iter_clips(tmp_path, clip_len, stride))
         assert [c["start"] for c in clips] == list(range(0, 23 - clip_len + 1, stride))

@@ -11,8 +11,9 @@ import pytest
 from experiments.synthetic import SynthConfig, write_corpus
 from memae.datasets import Preprocess, decode, open_dataset
 from memae.datasets.records import ranges_from_labels
-from pipelines.ingest.clips import read_manifest, read_video_frames, read_video_labels
-from pipelines.ingest.run import IngestConfig, ingest
+from pipelines.ingest.clips import read_video_frames, read_video_labels
+from pipelines.ingest.config import IngestConfig
+from pipelines.ingest.run import ingest
 from pipelines.ingest.shards import shard_metadata
 
 from ..conftest import TINY, run_ingest
@@ -23,8 +24,14 @@ REPO = Path(__file__).resolve().parents[3]
 def load_job(name):
     spec = importlib.util.spec_from_file_location(f"job_{name}", REPO / "jobs" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses defined by the job look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def read_manifest(folder):
+    """manifest.json as users' scripts read it."""
+    return json.loads((Path(folder) / "manifest.json").read_text())
 
 
 def assert_round_trip(run, prep):

@@ -1,0 +1,120 @@
+"""One video's ingest, as a Ray task runs it: decode, store its shard row group by row group, describe the result.
+
+Nothing here imports Ray: `ingest_video` is a plain function of a `VideoTask`, and never raises for bad input. A
+video that cannot be ingested comes back as a "failed" manifest entry naming the file and the reason, so one bad
+video never costs the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from memae.datasets import Preprocess, VideoDecodeError, VideoRecord, iter_frames, probe
+from memae.datasets.decode import label_length_issue
+from memae.datasets.records import Issue, ranges_from_labels
+from memae.files import safe_name
+from pipelines.ingest.manifest import ManifestEntry
+from pipelines.ingest.shards import SHARD_DIR, ShardWriter, frames_per_row_group
+
+DECODE_CHUNK = 64  # frames decoded at a time
+
+
+@dataclass(frozen=True)
+class VideoTask:
+    """Everything a worker needs to ingest one video; `shard` is relative to `out`."""
+
+    record: VideoRecord
+    prep: Preprocess
+    out: Path
+    shard: str
+    dataset: str
+    encoding: str = "tensor"
+
+    @classmethod
+    def of(cls, record: VideoRecord, prep: Preprocess, out: Path, dataset: str, encoding: str) -> VideoTask:
+        """The task for `record`, stored at shards/<split>/<safe video id>.parquet under `out`."""
+        shard = f"{SHARD_DIR}/{record.split}/{safe_name(record.video_id)}.parquet"
+        return cls(dataclasses.replace(record, masks=None), prep, out, shard, dataset, encoding)  # masks: not stored
+
+
+def ingest_video(task: VideoTask) -> ManifestEntry:
+    """Decode one video and write its shard; returns its manifest entry, status "done" or "failed"."""
+    started = time.perf_counter()
+    record = probe(task.record)  # header frame count and fps; cheap, and catches label length mismatches early
+    if record.problems:
+        return ManifestEntry.failed(record, record.problems[-1])
+    path = task.out / task.shard
+    try:
+        num_frames, shape = _write_shard(record, task, path)
+    except VideoDecodeError as exc:
+        return ManifestEntry.failed(record, Issue(exc.path, exc.reason))
+    except _LabelMismatch as exc:
+        return ManifestEntry.failed(record, exc.issue)
+    except Exception as exc:  # anything else about this one input: report it, never lose the other videos
+        return ManifestEntry.failed(record, Issue(str(record.source), f"{type(exc).__name__}: {exc}"))
+    labels = record.frame_labels(num_frames)
+    return dataclasses.replace(
+        ManifestEntry.pending(record),
+        status="done",
+        num_frames=num_frames,
+        frame_shape=shape,
+        shard=task.shard,
+        encoding=task.encoding,
+        bytes=path.stat().st_size,
+        labelled=bool((labels >= 0).all()),
+        anomaly_ranges=tuple(ranges_from_labels(labels)),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+class _LabelMismatch(Exception):
+    """The archive's labels do not cover the decoded frames one for one."""
+
+    def __init__(self, issue: Issue) -> None:
+        super().__init__(issue.reason)
+        self.issue = issue
+
+
+def _write_shard(record: VideoRecord, task: VideoTask, path: Path) -> tuple[int, tuple[int, int, int]]:
+    """Streams the decoded frames into the shard at `path`; returns (frames written, frame shape)."""
+    meta = {
+        "dataset": task.dataset, "video_id": record.video_id, "split": record.split, "source": str(record.source),
+        "preprocessing": dataclasses.asdict(task.prep),
+    }
+    chunks = iter_frames(record, task.prep, chunk=DECODE_CHUNK)
+    first = next(chunks, None)
+    if first is None:
+        raise VideoDecodeError(record.source, "no frames")
+    shape = first.shape[1:]
+    rows = frames_per_row_group(shape)
+    labels = record.labels
+    with ShardWriter(path, shape, meta, task.encoding) as writer:
+        pending = [first]
+        for chunk in chunks:
+            pending.append(chunk)
+            if sum(len(c) for c in pending) >= rows:
+                _flush(writer, pending, labels, record)
+                pending = []
+        if pending:
+            _flush(writer, pending, labels, record)
+        if labels is not None and len(labels) != writer.num_frames:
+            raise _LabelMismatch(label_length_issue(record, writer.num_frames))
+    return writer.num_frames, shape
+
+
+def _flush(writer: ShardWriter, pending: list[np.ndarray], labels: np.ndarray | None, record: VideoRecord) -> None:
+    """Writes the pending chunks as one row group, with their labels (unknown or all-normal when there are none)."""
+    frames = np.concatenate(pending) if len(pending) > 1 else pending[0]
+    start = writer.num_frames
+    if labels is None:
+        chunk_labels = np.full(len(frames), 0 if record.known_normal else -1, dtype=np.int8)
+    elif len(labels) < start + len(frames):
+        raise _LabelMismatch(label_length_issue(record, start + len(frames)))
+    else:
+        chunk_labels = labels[start : start + len(frames)]
+    writer.write(frames, chunk_labels)
