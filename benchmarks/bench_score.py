@@ -6,17 +6,17 @@
 1. The corpus (jobs/synth.py's scenes as .mp4 files) is ingested once at the model's frame size.
 2. Bare loop: in a fresh process, every clip (stride 1) of the shards read into memory first, then batches through
    the model with as many torch threads as the scoring actor gets.
-3. Ray Data: `pipelines.score.score_batches` over the same shards: read and cut into clips in Ray tasks, scored by the
-   actor pool, gathered by this driver; timed from the first batch requested to the last received (Ray already
-   started; the actor's start and model load included).
-4. End to end: `pipelines.score.score` on the raw .mp4 files (decode, clip, score, write per-video files, rebuild
+3. Ray Data: `pipelines.score.actors.score_batches` over the same shards: read and cut into clips in Ray tasks,
+   scored by the actor pool, gathered by this driver; timed from the first batch requested to the last received
+   (Ray already started; the actor's start and model load included).
+4. End to end: `pipelines.score.run.score` on the raw .mp4 files (decode, clip, score, write per-video files, rebuild
    tables, plots): frames per second of wall clock, Ray already started.
 
 Bare loop and pipeline alternate for --rounds rounds. Each figure is given per wall-clock second (best round: on a
 machine shared with other work the wall figures fall, by 3x here within a minute) and per CPU second (median round):
 the bare loop's CPU time is its process's; the pipeline's is that of this process and every process it started
 (the Ray daemons, decoding tasks and actors), read from /proc, so it charges the pipeline for all its overheads.
-Target (issue 7): the pipeline within 10% of the bare loop.
+Target: the pipeline within 10% of the bare loop.
 """
 
 from __future__ import annotations
@@ -42,9 +42,10 @@ from pipelines.common.ray_runtime import init_ray
 from pipelines.ingest.clips import iter_clips
 from pipelines.ingest.run import IngestConfig, ingest
 from pipelines.registry.source import load_model_source, scoring_settings
+from pipelines.score.actors import actor_plan, score_batches
 from pipelines.score.config import ScoreConfig
 from pipelines.score.data import list_shards
-from pipelines.score.run import actor_plan, score, score_batches
+from pipelines.score.run import score
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -138,10 +139,11 @@ def main() -> int:
     source = load_model_source(config.model)
     listing = list_shards(shards, "all")
     settings = scoring_settings(source, config, listing.stored_shape)
-    _, actors, resources, threads = actor_plan(config)
+    plan = actor_plan(config)
+    threads = plan.threads
     clips = sum(1 for _ in iter_clips(shards, preset.clip_len, 1))
     print(f"{clips} clips of {preset.clip_len}x{preset.height}x{preset.width} ({args.preset}, random weights), "
-          f"batch {args.batch_size}; {os.cpu_count()} cores; actor: {actors} x {resources['num_cpus']} CPUs, "
+          f"batch {args.batch_size}; {os.cpu_count()} cores; actor: {plan.actors} x {plan.cpus} CPUs, "
           f"{threads} torch threads")
 
     figures: dict[str, float | str] = {"clips": clips, "threads": threads, "preset": args.preset}

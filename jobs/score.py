@@ -8,7 +8,8 @@
 Writes to --out: frame_scores.parquet (video_id, split, frame, time_s, error, normality, score, score_global, flagged,
 label), video_summary.json and segments.parquet (anomalous segments, frames and seconds), metrics.json (labelled data:
 auc_micro, auc_macro, eer, average_precision, per-video and global), plots/, score_report.json, ledger.json; and
-logs them to one MLflow run. --frame-rule centre with the model's error rule reproduces the paper's protocol.
+logs them to one MLflow run. Clip length, size, error and frame rules are the model's unless flags say otherwise (an
+official .pt gets the paper's protocol: 16 frames of 256x256, l1 error, each clip scoring its centre frame).
 Nightly: --incremental scores only the videos this model version has not scored into --out yet; a killed run is
 finished by running it again. Starts a local Ray unless RAY_ADDRESS points at a cluster (as under `ray job submit`).
 Exit status: 0 when every video was scored, 1 when any video failed (reported; the rest were scored) or the job
@@ -21,12 +22,14 @@ import sys
 from pathlib import Path
 
 from pipelines.common.config import config_from_args, config_parser
+from pipelines.common.console import configure_console
 from pipelines.score.config import ScoreConfig
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = config_parser(ScoreConfig, description=__doc__)
     config = config_from_args(ScoreConfig, parser.parse_args(argv))
+    configure_console(config.verbose)
     for name in ("out", "root", "shards"):  # under `ray job submit` the working directory is a temporary copy
         if getattr(config, name):
             setattr(config, name, str(Path(getattr(config, name)).resolve()))

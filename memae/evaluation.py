@@ -51,6 +51,20 @@ def calibrate_model(
     return calibrate_errors(torch.cat(errors).numpy(), error_rule) if errors else None
 
 
+def unique_clip_errors(starts: Iterable[int], errors: Iterable[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, errors) of one video's clips sorted by start, each clip once.
+
+    Clips arrive in any order, and a retried task or a resumed run delivers some twice; the first error to arrive
+    for a start is kept, so a rerun never changes a number already reported.
+    """
+    starts = np.asarray(starts, dtype=np.int64).reshape(-1)
+    errors = np.asarray(errors, dtype=np.float64).reshape(-1)
+    if len(starts) != len(errors):
+        raise ValueError(f"{len(starts)} clip starts but {len(errors)} clip errors")
+    starts, first = np.unique(starts, return_index=True)  # index of each start's first occurrence
+    return starts, errors[first]
+
+
 class VideoScorer:
     """Collects clip errors in any order and arrives at one error per frame for each video."""
 
@@ -77,12 +91,7 @@ class VideoScorer:
 
     def clip_errors(self, video_id: str) -> tuple[np.ndarray, np.ndarray]:
         """(starts, errors) of one video's clips, sorted by start, duplicates (re-scored clips) dropped."""
-        starts = np.concatenate(self._starts[video_id])
-        errors = np.concatenate(self._errors[video_id])
-        order = np.argsort(starts, kind="stable")
-        starts, errors = starts[order], errors[order]
-        first = np.concatenate([[True], starts[1:] != starts[:-1]])
-        return starts[first], errors[first]
+        return unique_clip_errors(np.concatenate(self._starts[video_id]), np.concatenate(self._errors[video_id]))
 
     def frame_errors(self, num_frames: Mapping[str, int]) -> dict[str, np.ndarray]:
         """Raw error per frame for every video seen; NaN where the frame rule gives no score."""

@@ -108,22 +108,30 @@ class GlobalNormalizer:
     """Maps raw errors to [0, 1] with bounds fixed in advance (e.g. from normal training clips).
 
     Unlike per-video min-max it scores a frame the moment it is seen, so it serves streaming and nightly
-    runs; values outside the bounds are clipped.
+    runs. With `clip` (the default) values outside the bounds are clipped; without it they run past 0 and 1, so
+    that "above 1" still means "above the upper bound" (the scoring job's `score_global`), and equal bounds map
+    every scored error to 0. NaN (an unscored frame) stays NaN either way.
     """
 
     low: float
     high: float
+    clip: bool = True
 
     @classmethod
-    def fit(cls, errors: np.ndarray, low_quantile: float = 0.0, high_quantile: float = 1.0) -> GlobalNormalizer:
+    def fit(cls, errors: np.ndarray, low_quantile: float = 0.0, high_quantile: float = 1.0,
+            clip: bool = True) -> GlobalNormalizer:
+        """Bounds at two quantiles of the finite `errors` (min and max by default)."""
         errors = np.asarray(errors, dtype=np.float64)
-        errors = errors[~np.isnan(errors)]
+        errors = errors[np.isfinite(errors)]
         if errors.size == 0:
             raise ValueError("cannot fit a normaliser on no scored errors")
-        return cls(float(np.quantile(errors, low_quantile)), float(np.quantile(errors, high_quantile)))
+        return cls(float(np.quantile(errors, low_quantile)), float(np.quantile(errors, high_quantile)), clip)
 
     def __call__(self, errors: np.ndarray) -> np.ndarray:
+        errors = np.asarray(errors, dtype=np.float64)
         span = self.high - self.low
         if span <= 0:
-            return np.where(np.isnan(errors), np.nan, (np.asarray(errors) > self.high).astype(np.float64))
-        return np.clip((np.asarray(errors, dtype=np.float64) - self.low) / span, 0.0, 1.0)
+            constant = (errors > self.high).astype(np.float64) if self.clip else np.zeros(errors.shape)
+            return np.where(np.isnan(errors), np.nan, constant)
+        scaled = (errors - self.low) / span
+        return np.clip(scaled, 0.0, 1.0) if self.clip else scaled

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from memae.evaluation import VideoScorer, model_clip_errors, video_metrics
+from memae.evaluation import VideoScorer, model_clip_errors, unique_clip_errors, video_metrics
 from memae.presets import get_preset
 
 
@@ -16,6 +16,17 @@ def test_scorer_orders_clips_drops_duplicates_and_applies_the_frame_rule():
     frames = scorer.frame_errors({"a": 6, "b": 4})
     np.testing.assert_array_equal(frames["a"], [np.nan, np.nan, 1.0, np.nan, 3.0, np.nan])
     assert scorer.video_ids == ["a", "b"]
+
+
+def test_unique_clip_errors_sort_by_start_and_keep_the_first_arrival_of_a_clip():
+    starts, errors = unique_clip_errors(np.array([4, 0, 2, 0, 4]), np.array([4.0, 0.5, 2.0, 9.0, 8.0]))
+    np.testing.assert_array_equal(starts, [0, 2, 4])
+    np.testing.assert_array_equal(errors, [0.5, 2.0, 4.0])
+    assert starts.dtype == np.int64 and errors.dtype == np.float64
+    empty_starts, empty_errors = unique_clip_errors([], [])
+    assert empty_starts.size == 0 and empty_errors.size == 0
+    with pytest.raises(ValueError, match="3 clip starts but 2 clip errors"):
+        unique_clip_errors([0, 1, 2], [1.0, 2.0])
 
 
 def test_scorer_refuses_mismatched_columns():

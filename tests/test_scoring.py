@@ -71,3 +71,13 @@ def test_global_normaliser_uses_fixed_bounds_and_clips():
     np.testing.assert_allclose(norm(np.array([0.0, 2.0, 5.0])), [0.0, 0.5, 1.0])
     with pytest.raises(ValueError, match="no scored"):
         GlobalNormalizer.fit(np.array([np.nan]))
+
+
+def test_global_normaliser_without_clipping_keeps_values_past_the_bounds_and_nan():
+    norm = GlobalNormalizer(2.0, 4.0, clip=False)
+    np.testing.assert_allclose(norm(np.array([1.0, 3.0, 6.0, np.nan])), [-0.5, 0.5, 2.0, np.nan])
+    flat = GlobalNormalizer(3.0, 3.0, clip=False)  # equal bounds: every scored error at 0
+    np.testing.assert_array_equal(flat(np.array([1.0, 5.0, np.nan])), [0.0, 0.0, np.nan])
+    np.testing.assert_array_equal(GlobalNormalizer(3.0, 3.0)(np.array([1.0, 5.0, np.nan])), [0.0, 1.0, np.nan])
+    fitted = GlobalNormalizer.fit(np.array([2.0, np.inf, 5.0, np.nan]), clip=False)
+    assert (fitted.low, fitted.high, fitted.clip) == (2.0, 5.0, False), "infinite and NaN errors are not bounds"

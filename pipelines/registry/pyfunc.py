@@ -28,10 +28,14 @@ from memae.checkpoint import load_checkpoint, model_from_checkpoint
 from memae.scoring import clip_errors
 
 MODEL_ARTIFACT_NAME = "model"
-
+MODEL_CODE = Path(__file__).with_name("scorer_code.py")  # what MLflow runs to rebuild the model: no pickle
 
 class MemAEScorer(mlflow.pyfunc.PythonModel):
     """Loads the checkpoint artifact on the best device available and scores clips."""
+
+    # MLflow would wrap `predict` to validate inputs against type hints, and warn that it has none: its signature is
+    # inferred from an example when it is registered (register_checkpoint) instead.
+    _skip_type_hint_validation = True
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -74,7 +78,7 @@ def register_checkpoint(
         signature = infer_signature(example, loaded.predict(None, example))
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT_NAME,
-            python_model=MemAEScorer(),
+            python_model=str(MODEL_CODE),
             artifacts=artifacts,
             signature=signature,
             input_example=example,

@@ -4,11 +4,16 @@ Four kinds of `--model`:
 
 - `models:/NAME@ALIAS`, `models:/NAME/VERSION`, `models:/m-<id>`: a registered (or logged) model. Its artifacts are
   downloaded; the checkpoint inside is loaded as our own model (so actors get error maps, not only the pyfunc's
-  scores) and its metadata gives clip length, frame size, colour, error rule and the calibration of thresholds.
+  scores) and its metadata gives clip length, frame size, colour, error and frame rules and the calibration of
+  thresholds.
 - `runs:/RUN_ID/model`: the same, by run.
-- one of our checkpoint files: clip length and error rule from its training config; frame size from the training
-  corpus when it is still there, else the preset's.
-- an official MemAE `.pt` state_dict: the paper's preprocessing, 16-frame clips of 256x256 grey frames.
+- one of our checkpoint files: clip length, error and frame rules from its training config; frame size from the
+  training corpus when it is still there, else the preset's.
+- an official MemAE `.pt` state_dict: the paper's protocol, 16-frame clips of 256x256 grey frames, the l1 error,
+  and each clip scoring its centre frame.
+
+A model that does not name its frame rule (a checkpoint from before training stored one) is scored with
+`memae.scoring.DEFAULT_FRAME_RULE`.
 
 Flags override all of these. `ModelSource.key` names the model version in the incremental ledger: registry name and
 version, run id, or the file's SHA-256, so a new champion rescores everything and an unchanged one skips work.
@@ -17,7 +22,6 @@ version, run id, or the file's SHA-256, so a new champion rescores everything an
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +39,10 @@ from memae.checkpoint import (
 from memae.files import safe_name
 from memae.models import DOWNSAMPLING_3D, is_image_model
 from memae.presets import ModelSpec, get_preset
+from memae.scoring import DEFAULT_FRAME_RULE, FRAME_RULES
+from pipelines.ingest.manifest import MANIFEST_FILE, Manifest
 
-OFFICIAL_CLIP_LEN, OFFICIAL_SIZE = 16, (256, 256)
+OFFICIAL_CLIP_LEN, OFFICIAL_SIZE, OFFICIAL_FRAME_RULE = 16, (256, 256), "centre"
 MLFLOW_SCHEMES = ("models:/", "runs:/")
 
 
@@ -52,6 +58,7 @@ class ModelSource:
     clip_len: int | None = None
     frame_size: tuple[int, int] | None = None
     error_rule: str | None = None
+    frame_rule: str | None = None
     calibration: dict[str, Any] | None = None
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -101,6 +108,9 @@ def scoring_settings(source: ModelSource, config: Any, stored_shape: tuple[int, 
         config: a ScoreConfig (clip_len, height, width, stride, error_rule, frame_rule).
         stored_shape: (H, W, C) of ingested shards being scored, which cannot be resized; None for raw archives.
     """
+    frame_rule = config.frame_rule or source.frame_rule or DEFAULT_FRAME_RULE
+    if frame_rule not in FRAME_RULES:
+        raise ValueError(f"the model's frame rule {frame_rule!r} is not one of {FRAME_RULES}: give --frame-rule")
     clip_len = config.clip_len or source.clip_len or OFFICIAL_CLIP_LEN
     if stored_shape is None:
         model_size = source.frame_size or OFFICIAL_SIZE
@@ -122,7 +132,7 @@ def scoring_settings(source: ModelSource, config: Any, stored_shape: tuple[int, 
         raise ValueError(f"clips of {clip_len} frames of {height}x{width} do not fit the network: the clip length must "
                          f"be a multiple of {t}, height and width multiples of {h}")
     return ScoringSettings(clip_len, height, width, source.channels, config.stride,
-                           config.error_rule or source.error_rule or "l1", config.frame_rule)
+                           config.error_rule or source.error_rule or "l1", frame_rule)
 
 
 def _from_file(path: Path) -> ModelSource:
@@ -136,12 +146,13 @@ def _from_file(path: Path) -> ModelSource:
     if isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT:
         model, spec = model_from_checkpoint(data)
         clip_len, size, rule = _training_preprocessing(data.get("config") or {})
+        frame_rule = (data.get("config") or {}).get("frame_rule")
         return _checked(ModelSource(str(path), "checkpoint", key, spec, model.state_dict(), clip_len, size, rule,
-                                    tags={**tags, "memae.model_kind": "checkpoint"}))
+                                    frame_rule, tags={**tags, "memae.model_kind": "checkpoint"}))
     if is_official_state_dict(data):
         model, spec = official_model_from_state_dict(data, str(path))
         return ModelSource(str(path), "official", key, spec, model.state_dict(), OFFICIAL_CLIP_LEN, OFFICIAL_SIZE,
-                           "l1", tags={**tags, "memae.model_kind": "official"})
+                           "l1", OFFICIAL_FRAME_RULE, tags={**tags, "memae.model_kind": "official"})
     raise ValueError(f"{path}: neither a memae checkpoint nor an official MemAE state_dict")
 
 
@@ -149,10 +160,9 @@ def _training_preprocessing(config: dict[str, Any]) -> tuple[int | None, tuple[i
     """(clip length, frame size, error rule) a checkpoint was trained with, from its stored TrainConfig."""
     preset = get_preset(config["preset"]) if config.get("preset") else None
     size = preset.frame_size if preset else None
-    manifest = Path(config["shards"]) / "manifest.json" if config.get("shards") else None
-    if manifest is not None and manifest.is_file():
-        shape = json.loads(manifest.read_text()).get("frame_shape")
-        size = tuple(shape[:2]) if shape else size
+    if config.get("shards") and (Path(config["shards"]) / MANIFEST_FILE).is_file():
+        shape = Manifest.read(config["shards"]).frame_shape
+        size = shape[:2] if shape else size
     return (preset.clip_len if preset else None), size, config.get("error_rule")
 
 
@@ -169,7 +179,7 @@ def _from_mlflow(uri: str) -> ModelSource:
             artifacts = info.flavors.get("python_function", {}).get("artifacts", {})
             if "checkpoint" not in artifacts:
                 raise ValueError(f"{uri}: not a memae model (no 'checkpoint' artifact; was it logged by pipelines/"
-                                 "registry.py?)")
+                                 "registry/pyfunc.py?)")
             data = torch.load(folder / artifacts["checkpoint"]["path"], map_location="cpu", weights_only=True)
     except MlflowException as exc:
         raise ValueError(f"{uri}: {exc.message}") from None
@@ -180,7 +190,7 @@ def _from_mlflow(uri: str) -> ModelSource:
     tags["memae.model_id"] = str(getattr(info, "model_id", "") or "")
     tags["memae.model_uri"] = uri
     return _checked(ModelSource(uri, kind, key, spec, model.state_dict(), prep.get("clip_len"), size,
-                                prep.get("error_rule"), meta.get("calibration") or None, tags))
+                                prep.get("error_rule"), prep.get("frame_rule"), meta.get("calibration") or None, tags))
 
 
 def _mlflow_identity(uri: str) -> tuple[str, str, dict[str, str]]:

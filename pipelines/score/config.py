@@ -11,6 +11,10 @@ from pipelines.common.config import option
 SPLITS = ["auto", "train", "test", "all"]
 
 
+class ScoreSetupError(ValueError):
+    """The job cannot start: bad flags, model or data not found, settings that contradict earlier runs."""
+
+
 @dataclass
 class ScoreConfig:
     model: str | None = option(
@@ -27,8 +31,9 @@ class ScoreConfig:
     width: int | None = option(None, "frame width to decode at (default: the model's; 256 for an official .pt)")
     stride: int = option(1, "frames between consecutive clip starts (1 scores every clip, as the paper)")
     error_rule: str | None = option(None, "clip error (default: the model's, else l1)", choices=list(ERROR_RULES))
-    frame_rule: str = option(
-        "mean", "clip to frame: mean of all clips covering a frame, or centre (the paper's)", choices=list(FRAME_RULES)
+    frame_rule: str | None = option(
+        None, "clip to frame: mean of all clips covering a frame, or centre (the paper's); default: the model's "
+        "(the rule it was validated with; centre for an official .pt)", choices=list(FRAME_RULES)
     )
     threshold_level: float = option(0.99, "flag frames above this quantile of the error on normal training clips")
     calibration_clips: int = option(256, "normal clips to calibrate on when the model carries no calibration")
@@ -47,6 +52,7 @@ class ScoreConfig:
     tracking_uri: str | None = option(None, "MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
     experiment: str = option("memae-score", "MLflow experiment")
     run_name: str | None = option(None, "MLflow run name (default: generated)")
+    verbose: bool = option(False, "show Ray and MLflow internals on the console")
 
     def check(self) -> None:
         """Refuses incomplete or contradictory settings with a message that names the flag."""

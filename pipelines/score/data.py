@@ -7,8 +7,8 @@ shard, cuts clips with a sliding window so memory holds one clip's frames plus a
     key:   "split/video_id"
     start: 0-based first frame of the clip (-1 on the end row)
     clip:  uint8 (T, H, W, C) (zeros on the end row)
-    end:   "" on clip rows; on the video's last row, JSON {"status", "num_frames", "num_clips", "fps", "file",
-           "reason"}: "done", "short" (fewer frames than a clip) or "failed" (why, and which file)
+    end:   "" on clip rows; on the video's last row a `VideoEnd` as JSON: "done", "short" (fewer frames than a
+           clip) or "failed" (why, and which file), with the frames and clips counted
 
 A corrupt video therefore ends in a "failed" row instead of an exception, and every other video is still scored.
 """
@@ -18,18 +18,21 @@ from __future__ import annotations
 import json
 import pickle
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from memae.datasets import Preprocess, VideoDecodeError, VideoRecord, detect_layout, iter_frames, open_dataset, probe
-from pipelines.ingest.clips import read_manifest, select_videos
+from pipelines.ingest.manifest import Manifest
 from pipelines.ingest.shards import LABEL, iter_shard
 from pipelines.registry.source import ScoringSettings
 
 CLIP_BATCH_BYTES = 16 << 20  # clips handed to the scoring actors at a time
+
+Status = Literal["done", "short", "failed"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,46 @@ class VideoUnit:
         return self.record.frame_labels(num_frames)
 
 
+@dataclass(frozen=True)
+class VideoOutcome:
+    """What became of one video: scored ("done"), too short for one clip ("short"), or "failed" (which file, why)."""
+
+    status: Status
+    split: str
+    video_id: str
+    file: str | None = None
+    reason: str | None = None
+    num_frames: int | None = None
+    num_clips: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.split}/{self.video_id}"
+
+    def problem(self) -> dict[str, Any]:
+        """The failure as score_report.json lists it."""
+        return {"split": self.split, "video_id": self.video_id, "file": self.file, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class VideoEnd:
+    """A video task's verdict, sent on the video's last row after its clips (JSON on the wire)."""
+
+    status: Status
+    num_frames: int
+    num_clips: int
+    fps: float | None = None
+    file: str | None = None  # of a failure: the file that could not be read
+    reason: str | None = None
+
+    def encode(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def decode(cls, text: str) -> VideoEnd:
+        return cls(**json.loads(text))
+
+
 @dataclass
 class Listing:
     """The videos found: those of the scored split, the normal ones for calibration, and unusable ones."""
@@ -63,7 +106,7 @@ class Listing:
     evidence: str
     units: list[VideoUnit]
     normal: list[VideoUnit]
-    problems: list[dict]  # {"split", "video_id", "file", "reason"}
+    problems: list[VideoOutcome]  # failed before any decoding
     stored_shape: tuple[int, int, int] | None = None  # (H, W, C) of shards
 
 
@@ -79,12 +122,12 @@ def list_archive(dataset: str, root: str | Path, split: str) -> Listing:
             continue
         units.append(VideoUnit(record.split, record.video_id, str(record.source), record=record, fps=record.fps,
                                known_normal=record.known_normal))
-    chosen = _chosen_split(split, {u.split for u in units} | {p["split"] for p in problems})
+    chosen = _chosen_split(split, {u.split for u in units} | {p.split for p in problems})
     listing = Listing(
         name, evidence,
         [u for u in units if chosen == "all" or u.split == chosen],
         [u for u in units if u.split == "train" and u.known_normal],
-        [p for p in problems if chosen == "all" or p["split"] == chosen],
+        [p for p in problems if chosen == "all" or p.split == chosen],
     )
     if not listing.units and not listing.problems:
         raise ValueError(f"{root}: no videos of split {chosen!r} in this {name} archive")
@@ -94,21 +137,20 @@ def list_archive(dataset: str, root: str | Path, split: str) -> Listing:
 def list_shards(shards_dir: str | Path, split: str) -> Listing:
     """Ingested videos of a shard folder; train videos labelled all-normal serve calibration."""
     shards_dir = Path(shards_dir).resolve()
-    manifest = read_manifest(shards_dir)
-    entries = select_videos(manifest)
-    if manifest.get("frame_shape") is None:
+    manifest = Manifest.read(shards_dir)
+    if manifest.frame_shape is None:
         raise ValueError(f"{shards_dir}: its videos were stored at different sizes; re-ingest with one --size")
     units = []
-    for entry in entries:
-        normal = entry["split"] == "train" and entry.get("labelled", False) and not entry.get("anomaly_ranges")
-        units.append(VideoUnit(entry["split"], entry["video_id"], str(shards_dir / entry["shard"]),
-                               shard=str(shards_dir / entry["shard"]), fps=entry.get("fps"), known_normal=normal))
+    for entry in manifest.select():
+        normal = entry.split == "train" and bool(entry.labelled) and not entry.anomaly_ranges
+        units.append(VideoUnit(entry.split, entry.video_id, str(shards_dir / entry.shard),
+                               shard=str(shards_dir / entry.shard), fps=entry.fps, known_normal=normal))
     chosen = _chosen_split(split, {u.split for u in units})
     selected = [u for u in units if chosen == "all" or u.split == chosen]
     if not selected:
         raise ValueError(f"{shards_dir}: no ingested videos of split {chosen!r}")
     normal = [u for u in units if u.known_normal]
-    return Listing(manifest["dataset"], f"shards in {shards_dir}", selected, normal, [], tuple(manifest["frame_shape"]))
+    return Listing(manifest.dataset, f"shards in {shards_dir}", selected, normal, [], manifest.frame_shape)
 
 
 def _chosen_split(split: str, present: set[str]) -> str:
@@ -117,8 +159,8 @@ def _chosen_split(split: str, present: set[str]) -> str:
     return "test" if "test" in present else "all"
 
 
-def _problem(split: str, video_id: str, file: str, reason: str) -> dict:
-    return {"split": split, "video_id": video_id, "file": file, "reason": reason}
+def _problem(split: str, video_id: str, file: str, reason: str) -> VideoOutcome:
+    return VideoOutcome("failed", split, video_id, file, reason)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -158,7 +200,7 @@ def video_clip_batches(row: dict, settings: ScoringSettings) -> Iterator[dict]:
     clips: list[np.ndarray] = []
     num_frames = num_clips = 0
     fps = unit.fps
-    end: dict = {}
+    failure: tuple[str, str] | None = None  # (file, reason)
 
     def counted(chunks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         nonlocal num_frames
@@ -178,19 +220,19 @@ def video_clip_batches(row: dict, settings: ScoringSettings) -> Iterator[dict]:
                 yield _clip_batch(unit.key, starts, clips)
                 starts, clips = [], []
     except VideoDecodeError as exc:
-        end = {"status": "failed", "file": exc.path, "reason": exc.reason}
+        failure = exc.path, exc.reason
     except Exception as exc:  # anything else about this one input: report it, never lose the other videos
-        end = {"status": "failed", "file": unit.source, "reason": f"{type(exc).__name__}: {exc}"}
-    if clips and not end:
+        failure = unit.source, f"{type(exc).__name__}: {exc}"
+    if clips and failure is None:
         yield _clip_batch(unit.key, starts, clips)
-    if not end:
-        end = {"status": "done" if num_clips else "short"}
-    end.update(num_frames=num_frames, num_clips=num_clips, fps=fps or unit.fps)
+    status = "failed" if failure else "done" if num_clips else "short"
+    file, reason = failure or (None, None)
+    end = VideoEnd(status, num_frames, num_clips, fps or unit.fps, file, reason)
     yield {
         "key": np.array([unit.key]),
         "start": np.array([-1], dtype=np.int64),
         "clip": np.zeros((1, *clip_shape), dtype=np.uint8),
-        "end": np.array([json.dumps(end)]),
+        "end": np.array([end.encode()]),
     }
 
 

@@ -16,15 +16,14 @@ incremental append or a restart after a kill can never duplicate a frame:
     OUT/metrics.json            with labels: frame AUC micro (the paper's), macro, EER, AP for per-video and global
                                 normalisation, and how well the threshold's flags match the labels
 
-`score_global` puts every video on one scale without seeing the whole video: 0 at the median error of normal
-training clips and 1 at the threshold (so a frame is flagged above 1). Without a calibration it falls back to
-min-max over every frame scored (offline), and frames are flagged where the per-video score is at least 0.5.
+`score_global` puts every video on one scale without seeing the whole video (`memae.scoring.GlobalNormalizer`,
+unclipped): 0 at the median error of normal training clips and 1 at the threshold (so a frame is flagged above 1).
+Without a calibration it falls back to min-max over every frame scored (offline), and frames are flagged where the
+per-video score is at least 0.5. Which videos are finished is the ledger's business (pipelines/score/ledger.py).
 """
 
 from __future__ import annotations
 
-import json
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,14 +36,15 @@ import pyarrow.parquet as pq
 from memae.evaluation import video_metrics
 from memae.files import json_ready, replace_atomically, safe_name, temporary_path, write_json_atomic
 from memae.metrics import frame_metrics
-from memae.scoring import anomaly_score
+from memae.scoring import GlobalNormalizer, anomaly_score
 from memae.segments import anomalous_segments
+from pipelines.registry.source import ScoringSettings
+from pipelines.score.ledger import LedgerEntry, LedgerSection
+from pipelines.score.threshold import FALLBACK_SCORE, Threshold
 
-LEDGER_FILE, LEDGER_FORMAT = "ledger.json", "memae-score-ledger/1"
-SCORED_DIR = "scored"
 FRAME_SCORES, SUMMARY = "frame_scores.parquet", "video_summary.json"
 SEGMENTS, METRICS = "segments.parquet", "metrics.json"
-FALLBACK_SCORE = 0.5  # per-video score above which a frame is flagged when no calibration exists
+SUMMARY_FIELDS = ("video_id", "split", "source", "num_frames", "num_clips", "fps")  # of the ledger entry
 
 VIDEO_SCHEMA = pa.schema([
     ("video_id", pa.string()), ("split", pa.string()), ("frame", pa.int32()),
@@ -65,55 +65,6 @@ SEGMENT_SCHEMA = pa.schema([
 def video_path(folder: Path, split: str, video_id: str, suffix: str) -> Path:
     """Where one video's scores (".parquet") or error maps (".maps.npy") live in a model's folder."""
     return folder / split / f"{safe_name(video_id)}{suffix}"
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The ledger
-
-
-class Ledger:
-    """Which videos each model version has scored into this folder, and with which settings."""
-
-    def __init__(self, out: Path) -> None:
-        self.out = out
-        self.path = out / LEDGER_FILE
-        if self.path.is_file():
-            self.data = json.loads(self.path.read_text())
-            if self.data.get("format") != LEDGER_FORMAT:
-                raise ValueError(f"{self.path}: not a {LEDGER_FORMAT} ledger; choose an empty --out folder")
-        else:
-            self.data = {"format": LEDGER_FORMAT, "models": {}}
-
-    def open_section(self, key: str, model: Mapping[str, str], settings: Mapping[str, Any], fresh: bool) -> dict:
-        """The model's section; `fresh` starts it over (its earlier per-video files are deleted).
-
-        Raises:
-            ValueError: when resuming a section scored with other settings (the outputs would mix two definitions).
-        """
-        section = self.data["models"].get(key)
-        if section is not None and not fresh and section["settings"] != dict(settings):
-            was = section["settings"]
-            changed = {k: (was.get(k), v) for k, v in settings.items() if was.get(k) != v}
-            raise ValueError(f"{self.path}: model {key} was scored here with other settings {changed} (was, now); "
-                             "use the same flags, another --out, or run without --incremental to start over")
-        if section is None or fresh:
-            shutil.rmtree(self.out / SCORED_DIR / key, ignore_errors=True)
-            section = {"model": dict(model), "settings": dict(settings), "calibration": None, "videos": {}}
-            self.data["models"][key] = section
-            self.save()
-        return section
-
-    def folder(self, key: str) -> Path:
-        return self.out / SCORED_DIR / key
-
-    def save(self) -> None:
-        write_json_atomic(self.path, self.data)
-
-
-def done_videos(section: Mapping[str, Any], out: Path) -> set[str]:
-    """Keys of videos the section records as finished whose files are still there."""
-    videos = section["videos"].items()
-    return {key for key, entry in videos if entry.get("file") is None or (out / entry["file"]).is_file()}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -177,19 +128,6 @@ class MapSpool:
 # Rebuilding the outputs
 
 
-@dataclass(frozen=True)
-class Threshold:
-    """How frames are flagged and put on the global scale."""
-
-    error: float | None  # flag frames whose raw error exceeds this; None: per-video score >= FALLBACK_SCORE
-    low: float | None  # raw error that maps to score_global 0 (median normal clip error); None: min-max
-    level: float
-    source: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"error": self.error, "low": self.low, "level": self.level, "source": self.source}
-
-
 @dataclass
 class Outputs:
     """What was rebuilt: file paths, per-video summaries, metrics (None without labels) and material for plots."""
@@ -203,31 +141,30 @@ class Outputs:
     worst: list[dict] = field(default_factory=list)
 
 
-def rebuild_outputs(out: Path, section: Mapping[str, Any], threshold: Threshold, settings: Mapping[str, Any],
+def rebuild_outputs(out: Path, section: LedgerSection, threshold: Threshold, settings: ScoringSettings,
                     plot_videos: int, worst_frames: int, default_fps: float | None = None) -> Outputs:
     """Rewrites frame_scores.parquet, video_summary.json, segments.parquet and metrics.json from the per-video files.
 
     Videos come in (split, video_id) order whatever order they finished in, so identical per-video files give
     byte-identical tables.
     """
-    entries = sorted(section["videos"].items())
-    scored = [(key, entry) for key, entry in entries if entry.get("file")]
-    bounds = _global_bounds(out, scored, threshold)
+    entries = sorted(section.videos.items())
+    scale = _global_scale(out, [entry for _, entry in entries if entry.scored], threshold)
     summaries, segment_rows, curves, worst = [], [], [], []
     labelled: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     frame_tmp = temporary_path(out / FRAME_SCORES)
     with pq.ParquetWriter(frame_tmp, FRAME_SCHEMA) as writer:
         for key, entry in entries:
-            if not entry.get("file"):
+            if not entry.scored:
                 summaries.append({"key": key, **_base_summary(entry), "scored": False})
                 continue
-            table = pq.read_table(out / entry["file"])
-            video = _video_columns(table, entry, threshold, bounds, default_fps)
+            table = pq.read_table(out / entry.file)
+            fps = entry.fps or default_fps
+            video = _video_columns(table, fps, threshold, scale)
             writer.write_table(pa.table(video, schema=FRAME_SCHEMA))
-            fps = entry.get("fps") or default_fps
             segments = anomalous_segments(video["flagged"], video["error"], fps)
             for s in segments:
-                segment_rows.append({"video_id": entry["video_id"], "split": entry["split"], **s.as_dict(),
+                segment_rows.append({"video_id": entry.video_id, "split": entry.split, **s.as_dict(),
                                      "peak_error": s.peak_value})
             errors, labels = video["error"], video["label"]
             finite = ~np.isnan(errors)
@@ -245,7 +182,7 @@ def rebuild_outputs(out: Path, section: Mapping[str, Any], threshold: Threshold,
                            "peak": _nanmax(errors), "anomalous": bool((labels == 1).any())})
             if len(curves) > 2 * plot_videos:  # keep memory flat over a large archive
                 curves = _curves_to_plot(curves, plot_videos)
-            worst = _worst(worst + _peaks(key, errors, int(settings["clip_len"]), worst_frames), worst_frames)
+            worst = _worst(worst + _peaks(key, errors, settings.clip_len, worst_frames), worst_frames)
     replace_atomically(frame_tmp, out / FRAME_SCORES)
     write_json_atomic(out / SUMMARY, json_ready({"threshold": threshold.as_dict(), "videos": summaries}))
     _write_segments(out / SEGMENTS, segment_rows)
@@ -268,30 +205,30 @@ def _curves_to_plot(curves: list[dict], count: int) -> list[dict]:
     return curves[:count]
 
 
-def _base_summary(entry: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: entry.get(k) for k in ("video_id", "split", "source", "num_frames", "num_clips", "fps")}
+def _base_summary(entry: LedgerEntry) -> dict[str, Any]:
+    return {k: getattr(entry, k) for k in SUMMARY_FIELDS}
 
 
 def _nanmax(values: np.ndarray) -> float | None:
     return float(np.nanmax(values)) if np.isfinite(values).any() else None
 
 
-def _global_bounds(out: Path, scored: list, threshold: Threshold) -> tuple[float, float]:
-    """(error at 0, error at 1) of score_global: calibrated, or min-max over every scored frame."""
+def _global_scale(out: Path, scored: list[LedgerEntry], threshold: Threshold) -> GlobalNormalizer:
+    """score_global's scale, unclipped: calibrated (median normal error to threshold), else min-max over every
+    scored frame, else the identity."""
     if threshold.error is not None and threshold.low is not None:
-        return threshold.low, threshold.error
-    errors = [pq.read_table(out / entry["file"], columns=["error"]).column("error").to_numpy() for _, entry in scored]
+        return GlobalNormalizer(threshold.low, threshold.error, clip=False)
+    errors = [pq.read_table(out / entry.file, columns=["error"]).column("error").to_numpy() for entry in scored]
     values = np.concatenate(errors) if errors else np.zeros(0)
-    values = values[np.isfinite(values)]
-    return (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+    if not np.isfinite(values).any():
+        return GlobalNormalizer(0.0, 1.0, clip=False)
+    return GlobalNormalizer.fit(values, clip=False)
 
 
-def _video_columns(table: pa.Table, entry: Mapping[str, Any], threshold: Threshold, bounds: tuple[float, float],
-                   default_fps: float | None) -> dict[str, np.ndarray]:
+def _video_columns(table: pa.Table, fps: float | None, threshold: Threshold,
+                   scale: GlobalNormalizer) -> dict[str, np.ndarray]:
     errors = table.column("error").to_numpy()
     scores = table.column("score").to_numpy()
-    low, high = bounds
-    fps = entry.get("fps") or default_fps
     frames = table.column("frame").to_numpy()
     if threshold.error is not None:
         flagged = np.nan_to_num(errors, nan=-np.inf) > threshold.error
@@ -305,7 +242,7 @@ def _video_columns(table: pa.Table, entry: Mapping[str, Any], threshold: Thresho
         "error": errors,
         "normality": 1.0 - scores,
         "score": scores,
-        "score_global": (errors - low) / (high - low) if high > low else np.where(np.isnan(errors), np.nan, 0.0),
+        "score_global": scale(errors),
         "flagged": flagged,
         "label": table.column("label").to_numpy(),
     }
@@ -330,7 +267,7 @@ def _write_segments(path: Path, rows: list[dict]) -> None:
 
 
 def _metrics(labelled: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], threshold: Threshold,
-             settings: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str, dict[str, Any] | None]:
+             settings: ScoringSettings) -> tuple[dict[str, Any] | None, str, dict[str, Any] | None]:
     """(metrics.json content, a note on why there are none, ROC material) over the videos whose labels are known."""
     if not labelled:
         return None, "no labelled videos: no AUC", None
@@ -346,7 +283,7 @@ def _metrics(labelled: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], 
         "global": global_.as_dict(),
         "threshold": {**threshold.as_dict(), **_flag_quality(labelled, threshold)},
         "videos": len(labels),
-        **{k: settings[k] for k in ("clip_len", "stride", "error_rule", "frame_rule")},
+        **{k: getattr(settings, k) for k in ("clip_len", "stride", "error_rule", "frame_rule")},
     }
     roc = {
         "labels": np.concatenate([labels[k] for k in labels]),
@@ -375,30 +312,3 @@ def _flag_quality(labelled: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarra
         "flag_recall": true_positive / labels.sum() if labels.any() else float("nan"),
         "frames_flagged": int(flagged.sum()),
     }
-
-
-def plot_outputs(out: Path, outputs: Outputs, threshold: Threshold,
-                 worst: list[tuple[dict, np.ndarray, np.ndarray]]) -> list[Path]:
-    """Score curves, ROC and the worst-frames grid as PNGs in OUT/plots; returns the paths written.
-
-    Args:
-        worst: (entry of `outputs.worst`, frame (H, W, C) uint8, error map (H, W)) for each frame to show.
-    """
-    from pipelines.score.plots import roc_curves, score_curves, worst_frames_grid
-
-    folder = out / "plots"
-    shutil.rmtree(folder, ignore_errors=True)
-    paths = []
-    if outputs.curves:
-        curves = [{"title": c["key"], "values": c["errors"], "labels": c["labels"], "flags": c["flags"]}
-                  for c in outputs.curves]
-        label = f"threshold ({threshold.source})" if threshold.error is not None else None
-        paths.append(score_curves(curves, folder / "score_curves.png", threshold.error, label, "frame error"))
-    if outputs.roc is not None:
-        paths.append(roc_curves(outputs.roc["labels"], outputs.roc["scores"], folder / "roc.png"))
-    if worst:
-        captions = [f"{w['key']} #{w['frame']}\nerror {w['error']:.4g}" for w, _, _ in worst]
-        frames = np.stack([image for _, image, _ in worst])
-        maps = np.stack([error_map for _, _, error_map in worst])
-        paths.append(worst_frames_grid(frames, maps, captions, folder / "worst_frames.png"))
-    return paths

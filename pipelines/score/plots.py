@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from pipelines.common.figures import new_figure, save_figure
+from pipelines.score.outputs import Outputs
+from pipelines.score.threshold import Threshold
 
 
 def score_curves(
@@ -116,3 +119,28 @@ def worst_frames_grid(
     if image is not None:
         figure.colorbar(image, ax=axes[1, :].tolist(), fraction=0.03, pad=0.01)
     return save_figure(figure, path, tight_bbox=True)
+
+
+def plot_outputs(out: Path, outputs: Outputs, threshold: Threshold,
+                 worst: list[tuple[dict, np.ndarray, np.ndarray]]) -> list[Path]:
+    """Score curves, ROC and the worst-frames grid as PNGs in OUT/plots; returns the paths written.
+
+    Args:
+        worst: (entry of `outputs.worst`, frame (H, W, C) uint8, error map (H, W)) for each frame to show.
+    """
+    folder = out / "plots"
+    shutil.rmtree(folder, ignore_errors=True)
+    paths = []
+    if outputs.curves:
+        curves = [{"title": c["key"], "values": c["errors"], "labels": c["labels"], "flags": c["flags"]}
+                  for c in outputs.curves]
+        label = f"threshold ({threshold.source})" if threshold.error is not None else None
+        paths.append(score_curves(curves, folder / "score_curves.png", threshold.error, label, "frame error"))
+    if outputs.roc is not None:
+        paths.append(roc_curves(outputs.roc["labels"], outputs.roc["scores"], folder / "roc.png"))
+    if worst:
+        captions = [f"{w['key']} #{w['frame']}\nerror {w['error']:.4g}" for w, _, _ in worst]
+        frames = np.stack([image for _, image, _ in worst])
+        maps = np.stack([error_map for _, _, error_map in worst])
+        paths.append(worst_frames_grid(frames, maps, captions, folder / "worst_frames.png"))
+    return paths

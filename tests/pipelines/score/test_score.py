@@ -36,6 +36,7 @@ from pipelines.ingest.clips import iter_clips
 from pipelines.ingest.corpus import Corpus
 from pipelines.ingest.run import IngestConfig, ingest
 from pipelines.registry.pyfunc import register_checkpoint
+from pipelines.registry.source import load_model_source, scoring_settings
 from pipelines.score.config import ScoreConfig
 from pipelines.score.run import score
 
@@ -99,7 +100,7 @@ def mlflow_store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model(corpus, tmp_path_factory, mlflow_store) -> dict:
     """cpu-tiny trained briefly on the normal training videos: a checkpoint file, and the same model registered with
-    its preprocessing and calibration as `planted@champion`."""
+    its preprocessing and calibration as `planted@champion`; both validated (and so scored) with the centre rule."""
     torch.manual_seed(0)
     prep = Preprocess(CLIP.frame_size, "gray")
     videos = [decode(r, prep) for r in open_dataset("frames", corpus, "train")]
@@ -114,7 +115,7 @@ def model(corpus, tmp_path_factory, mlflow_store) -> dict:
     net.eval()
     folder = tmp_path_factory.mktemp("model")
     checkpoint = folder / "tiny.pt"
-    save_checkpoint(checkpoint, net, spec, config={"preset": CLIP.name, "error_rule": "l1"})
+    save_checkpoint(checkpoint, net, spec, config={"preset": CLIP.name, "error_rule": "l1", "frame_rule": "centre"})
     calibration = calibrate_errors(model_clip_errors(net, clips_to_tensor(clips[::4])).numpy(), "l1")
     preprocessing = {"clip_len": CLIP.clip_len, "height": CLIP.height, "width": CLIP.width, "channels": 1,
                      "pixel_range": [-1.0, 1.0], "error_rule": "l1", "frame_rule": "centre", "ingest": {}}
@@ -128,11 +129,12 @@ def model(corpus, tmp_path_factory, mlflow_store) -> dict:
 
 @pytest.fixture(scope="module")
 def registry_run(corpus, model, tmp_path_factory, ray_session):
-    """The registered model over the raw archive, every frame scored by the mean of its clips, with error maps."""
+    """The registered model over the raw archive, every frame scored by the mean of its clips (the flag overrides
+    the model's centre rule), with error maps."""
     out = tmp_path_factory.mktemp("registry-run")
     lines: list[str] = []
     config = ScoreConfig(model="models:/planted@champion", dataset="auto", root=str(corpus), out=str(out),
-                         save_maps=True, worst_frames=4)
+                         frame_rule="mean", save_maps=True, worst_frames=4)
     return score(config, echo=lines.append), out, lines
 
 
@@ -193,14 +195,25 @@ def test_one_mlflow_run_with_model_tags_metrics_plots_and_outputs(registry_run, 
     assert {"outputs/frame_scores.parquet", "outputs/metrics.json", "outputs/video_summary.json"} <= outputs
 
 
+def test_the_model_frame_rule_is_used_unless_a_flag_gives_another(model):
+    source = load_model_source("models:/planted@champion")
+    assert source.frame_rule == "centre"
+    settings = scoring_settings(source, ScoreConfig(model="m", out="o", dataset="auto", root="r"), None)
+    assert settings.frame_rule == "centre"
+    flagged = ScoreConfig(model="m", out="o", dataset="auto", root="r", frame_rule="mean")
+    assert scoring_settings(source, flagged, None).frame_rule == "mean"
+
+
 def test_shards_with_the_centre_rule_reproduce_the_paper_protocol_exactly(corpus, model, tmp_path, ray_session):
     shards = tmp_path / "shards"
     assert ingest(IngestConfig(root=corpus, out=shards, dataset="frames", size=CLIP.frame_size),
                   echo=lambda _: None).ok
     out = tmp_path / "out"
-    result = score(ScoreConfig(model=str(model["checkpoint"]), shards=str(shards), out=str(out), frame_rule="centre",
-                               mlflow=False), echo=lambda _: None)
+    lines: list[str] = []  # no --frame-rule: the checkpoint's training config says centre
+    result = score(ScoreConfig(model=str(model["checkpoint"]), shards=str(shards), out=str(out), mlflow=False),
+                   echo=lines.append)
     assert result.ok
+    assert any("centre rule (the model's)" in line for line in lines)
     frames = read_scores(out)
     half = CLIP.clip_len // 2
     for _, video in frames.groupby("video_id"):
@@ -230,7 +243,7 @@ def test_incremental_runs_skip_scored_videos_append_new_ones_and_never_duplicate
     (archive / "testing" / "test_frame_mask" / "03.npy").rename(tmp_path / "03.npy")
     out = tmp_path / "out"
     args = ["--model", "models:/planted@champion", "--dataset", "frames", "--root", str(archive), "--out", str(out),
-            "--incremental", "--mlflow", "false"]
+            "--incremental", "--frame-rule", "mean", "--mlflow", "false"]
     assert score_main(args) == 0
     assert sorted(read_scores(out).video_id.unique()) == ["01", "02"]
 
@@ -252,9 +265,11 @@ def test_incremental_runs_skip_scored_videos_append_new_ones_and_never_duplicate
 def test_a_changed_setting_is_refused_in_incremental_mode(corpus, registry_run, ray_session, capsys):
     _, out, _ = registry_run
     args = ["--model", "models:/planted@champion", "--dataset", "frames", "--root", str(corpus), "--out", str(out),
-            "--incremental", "--frame-rule", "centre", "--mlflow", "false"]
-    assert score_main(args) == 2
+            "--incremental", "--mlflow", "false"]
+    assert score_main([*args, "--frame-rule", "centre"]) == 2
     assert "other settings" in capsys.readouterr().err
+    assert score_main(args) == 2, "without --frame-rule the model's centre rule differs from the run's mean"
+    assert "'frame_rule': ('mean', 'centre')" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -273,11 +288,14 @@ def test_an_official_checkpoint_scores_a_labelled_archive(corpus, official_pt, t
             "--clip-len", "16", "--height", "32", "--width", "32", "--mlflow", "false"]
     assert score_main(args) == 0
     frames = read_scores(out)
-    assert len(frames) == 3 * FRAMES and frames.score.notna().all()
+    assert len(frames) == 3 * FRAMES
+    for _, video in frames.groupby("video_id"):  # the paper's centre rule: the first 8 and last 7 frames unscored
+        assert video.frame[video.score.notna()].tolist() == list(range(8, FRAMES - 7))
     assert "auc_micro" in json.loads((out / "metrics.json").read_text())
     ledger = json.loads((out / "ledger.json").read_text())
     (section,) = ledger["models"].values()
     assert section["model"]["memae.model_kind"] == "official" and section["settings"]["clip_len"] == 16
+    assert section["settings"]["frame_rule"] == "centre"
 
 
 def write_video_archive(root: Path, count: int, frames: int) -> None:
@@ -316,7 +334,7 @@ def test_a_video_that_breaks_mid_stream_is_reported_and_not_half_scored(corpus, 
                                mlflow=False), echo=lambda _: None)
     assert not result.ok and sorted(result.scored) == ["test/01", "test/03"]
     (failure,) = result.failed
-    assert failure["file"] == str(broken) and "cannot decode image" in failure["reason"]
+    assert failure.status == "failed" and failure.file == str(broken) and "cannot decode image" in failure.reason
     assert sorted(read_scores(out).video_id.unique()) == ["01", "03"]
     ledger = json.loads((out / "ledger.json").read_text())
     assert sorted(next(iter(ledger["models"].values()))["videos"]) == ["test/01", "test/03"]
@@ -363,5 +381,5 @@ def test_help_names_the_interface():
                             text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
     assert result.returncode == 0
     for flag in ("--model", "--dataset", "--root", "--shards", "--out", "--incremental", "--frame-rule",
-                 "--save-maps", "--batch-size", "--concurrency"):
+                 "--save-maps", "--batch-size", "--concurrency", "--verbose"):
         assert flag in result.stdout

@@ -1,0 +1,86 @@
+"""What a scoring job tells afterwards: score_report.json, and the MLflow run with its params, metrics and files."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.common.config import flatten, save_config
+from pipelines.common.naming import new_run_name
+from pipelines.registry.source import ModelSource, ScoringSettings
+from pipelines.score.collect import ScoredVideos
+from pipelines.score.config import ScoreConfig
+from pipelines.score.data import Listing, VideoOutcome
+from pipelines.score.outputs import Outputs
+from pipelines.score.threshold import Threshold
+
+REPORT_FILE = "score_report.json"
+METRIC_NAMES = ("auc_micro", "auc_macro", "eer", "average_precision")
+
+
+def score_report(config: ScoreConfig, source: ModelSource, listing: Listing, skipped: int, videos: ScoredVideos,
+                 failed: list[VideoOutcome], elapsed: float, outputs: Outputs) -> dict[str, Any]:
+    """The content of score_report.json; `failed` holds the listing's problems as well as the videos that failed."""
+    done = set(videos.scored)
+    frames = sum(s["num_frames"] or 0 for s in outputs.summaries if s["key"] in done)
+    return {
+        "ok": not failed,
+        "model": source.tags,
+        "model_key": source.key,
+        "dataset": listing.dataset,
+        "data": str(config.root or config.shards),
+        "listed": len(listing.units) + len(listing.problems),
+        "scored": len(videos.scored),
+        "skipped_already_scored": skipped,
+        "failed": [f.problem() for f in failed],
+        "too_short": videos.short,
+        "clips_scored": videos.clips,
+        "frames_scored": frames,
+        "seconds": round(elapsed, 3),
+        "clips_per_s": round(videos.clips / elapsed, 2) if elapsed > 0 else None,
+        "frames_per_s": round(frames / elapsed, 2) if elapsed > 0 else None,
+        "metrics": outputs.metrics_note,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def mlflow_run(config: ScoreConfig, tags: dict[str, str]) -> contextlib.AbstractContextManager:
+    """The job's MLflow run (yielding it), or a context yielding None with --mlflow false."""
+    if not config.mlflow:
+        return contextlib.nullcontext()
+    import mlflow
+
+    return mlflow.start_run(run_name=config.run_name or new_run_name("score"), tags=tags)
+
+
+def log_run(config: ScoreConfig, out: Path, outputs: Outputs, plots: list[Path], report: dict[str, Any],
+            settings: ScoringSettings, limit: Threshold) -> None:
+    """Params, metrics, plots and output tables in the active MLflow run."""
+    import mlflow
+
+    mlflow.log_params({k: v for k, v in flatten(config).items() if v is not None})
+    mlflow.log_params({f"settings.{k}": v for k, v in asdict(settings).items()} | {"threshold_source": limit.source})
+    metrics = {k: report[k] for k in ("scored", "skipped_already_scored", "clips_scored", "frames_scored",
+                                      "seconds", "clips_per_s", "frames_per_s") if report[k] is not None}
+    metrics["failed"] = len(report["failed"])
+    if limit.error is not None:
+        metrics["threshold_error"] = limit.error
+    if outputs.metrics is not None:
+        metrics.update({k: outputs.metrics[k] for k in METRIC_NAMES})
+        metrics.update({f"global_{k}": outputs.metrics["global"][k] for k in METRIC_NAMES})
+        metrics.update({f"threshold_{k}": outputs.metrics["threshold"][k]
+                        for k in ("flag_precision", "flag_recall", "frames_flagged")})
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
+    for path in plots:
+        mlflow.log_artifact(str(path), "plots")
+    for path in [*outputs.files.values(), out / REPORT_FILE]:
+        mlflow.log_artifact(str(path), "outputs")
+    with tempfile.TemporaryDirectory() as tmp:
+        save_config(config, Path(tmp) / "score_config.yaml")
+        mlflow.log_artifact(str(Path(tmp) / "score_config.yaml"))
