@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 
 # Loggers whose INFO is internal detail; their warnings still show.
 INTERNAL_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "mlflow", "alembic")
@@ -35,8 +34,6 @@ def configure_console(verbose: bool = False) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     for name in NOTICE_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    # MLflow warns on every subclass of PythonModel without type hints; ours has none on purpose.
-    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
 
 
 def forward_worker_logs() -> bool:

@@ -1,0 +1,1 @@
+"""Stage 2: Ray Train (DDP) training of MemAE on ingested clips, checkpoints, MLflow tracking, registration."""
