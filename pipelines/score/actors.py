@@ -30,13 +30,12 @@ from pipelines.score.data import VideoUnit, video_clip_batches
 class ScoringActor:
     """Holds the model on its device; turns batches of clip rows into clip errors (and centre-frame error maps)."""
 
-    def __init__(self, spec: ModelSpec, state: list[ray.ObjectRef], settings: ScoringSettings, device: str,
+    def __init__(self, spec: ModelSpec, state: dict[str, torch.Tensor], settings: ScoringSettings, device: str,
                  threads: int, save_maps: bool) -> None:
-        """`state` holds a reference to the weights (see `score_batches`)."""
         torch.set_num_threads(threads)
         self.device = torch.device(device)
         self.model = spec.build()
-        self.model.load_state_dict(ray.get(state[0]))
+        self.model.load_state_dict(state)
         self.model.to(self.device).eval()
         self.settings = settings
         self.save_maps = save_maps
@@ -124,13 +123,9 @@ def score_batches(todo: list[VideoUnit], source: ModelSource, settings: ScoringS
             warnings.simplefilter("ignore", DeprecationWarning)
             clips = units.map_batches(video_clip_batches, fn_kwargs={"settings": settings}, batch_size=1,
                                       num_cpus=config.decode_cpus, max_retries=1)
-        # The weights go into the object store once, by a reference this generator holds while the actors live:
-        # passed by value they would make every actor's constructor arguments large, which Ray stores apart and
-        # could lose on an actor restart (it says so on the console).
-        state = [ray.put(source.state)]
         scored = clips.map_batches(
             ScoringActor,
-            fn_constructor_kwargs={"spec": source.spec, "state": state, "settings": settings,
+            fn_constructor_kwargs={"spec": source.spec, "state": source.state, "settings": settings,
                                    "device": plan.device, "threads": plan.threads, "save_maps": config.save_maps},
             compute=ray.data.ActorPoolStrategy(size=plan.actors),
             batch_size=config.batch_size,

@@ -48,8 +48,8 @@ class EpochLines:
         if not steps:
             return
         keys = self.client.get_run(self.run_id).data.metrics
-        values: dict[int, dict[str, float]] = {step: {} for step in steps}
-        for key in keys:
+        values: dict[int, dict[str, float]] = {step: {"epoch": step} for step in steps}  # MLflow keeps floats
+        for key in keys.keys() - {"epoch"}:
             for metric in self.client.get_metric_history(self.run_id, key):
                 if int(metric.step) in values:
                     values[int(metric.step)][key] = metric.value
