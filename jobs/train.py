@@ -5,13 +5,16 @@
     python jobs/train.py --config train.yaml --max-minutes 30
 
 Starts a local Ray unless RAY_ADDRESS points at a cluster (as it does under `ray job submit`). The MLflow store is
-MLFLOW_TRACKING_URI, else ./mlflow.db. Exit status 0 on success, 1 when training failed, 2 on bad arguments.
+MLFLOW_TRACKING_URI, else ./mlflow.db. Exit status (the same table for every job, pipelines/common/exit_codes.py):
+0 trained (and registered if asked), 2 could not start (bad arguments, no corpus, a run of that name exists),
+3 training failed while running (a retry with --resume --name continues from the last checkpoint).
 """
 
 from __future__ import annotations
 
 import sys
 
+from pipelines.common import exit_codes
 from pipelines.common.config import config_from_args, config_parser
 from pipelines.common.console import configure_console
 from pipelines.train.config import TrainConfig
@@ -29,13 +32,13 @@ def main(argv: list[str] | None = None) -> int:
         result = train(config, echo=lambda line: print(line, flush=True))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return exit_codes.NOT_STARTED
     except Exception as err:  # a failed Ray Train run: say so, exit non-zero for schedulers
         print(f"training failed: {err}", file=sys.stderr)
-        return 1
+        return exit_codes.JOB_FAILED
     print(f"checkpoint: {result.checkpoint_path}")
     print(f"mlflow run: {result.mlflow_run_id}")
-    return 0
+    return exit_codes.OK
 
 
 if __name__ == "__main__":

@@ -7,14 +7,16 @@
 
 The objective is frame AUC (micro) on --val-shards' labelled test split, else the reconstruction error on normal
 training videos held out by --holdout-fraction. Starts a local Ray unless RAY_ADDRESS points at a cluster. Exit
-status 0 when the sweep completed with a best trial, 1 when it did not (no trial measured, or interrupted), 2 on
-bad arguments.
+status (the table every job shares, pipelines/common/exit_codes.py): 0 the sweep completed with a best trial, 1 it
+did not (no trial measured the objective, or it was interrupted: --resume continues it), 2 could not start (bad
+arguments), 3 the sweep itself failed while running (a failed trial does not count).
 """
 
 from __future__ import annotations
 
 import sys
 
+from pipelines.common import exit_codes
 from pipelines.common.config import config_from_args, config_parser
 from pipelines.common.console import configure_console
 from pipelines.tune import config as tune_config
@@ -33,12 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         result = sweep(config)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return exit_codes.NOT_STARTED
     except Exception as err:  # the sweep itself broke (a failed trial does not raise): say so, exit non-zero
         print(f"sweep failed: {err}", file=sys.stderr)
-        return 1
+        return exit_codes.JOB_FAILED
     print(f"mlflow parent run: {result.mlflow_run_id}")
-    return 0 if result.complete and result.best is not None else 1
+    return exit_codes.OK if result.complete and result.best is not None else exit_codes.INPUTS_FAILED
 
 
 if __name__ == "__main__":

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,8 +18,12 @@ import numpy as np
 import pytest
 from ray.train.v2.api.callback import UserCallback
 
+from memae.checkpoint import load_checkpoint
+from pipelines.common.config import save_config
 from pipelines.train.config import TrainConfig
 from pipelines.train.run import train
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 class RecordReports(UserCallback):
@@ -90,15 +98,14 @@ def test_resume_continues_the_epoch_count_and_matches_an_uninterrupted_run(base,
 
 
 def ray_train_worker_pids() -> list[int]:
-    """PIDs of this machine's Ray Train worker processes (Ray titles them ray::RayTrainWorker...)."""
-    pids = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if b"RayTrainWorker" in cmdline.read_bytes():
-                pids.append(int(cmdline.parent.name))
-        except OSError:
-            continue
-    return pids
+    """PIDs of the live Ray Train workers of this test session's Ray (the one run in progress), never those of another
+    Ray on the machine: Ray's state API lists only its own cluster's actors."""
+    import ray
+    from ray.util.state import list_actors
+
+    alive = list_actors(address=ray.get_runtime_context().gcs_address,
+                        filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+    return [actor.pid for actor in alive]
 
 
 def test_a_worker_killed_mid_run_is_restarted_from_the_last_checkpoint(base, tmp_path):
@@ -136,3 +143,36 @@ def test_holdout_objective_picks_the_checkpoint_with_the_lowest_held_out_error(b
     assert Path(result.checkpoint_path).parent.name == f"epoch_{best_epoch:04d}"
     run = mlflow.get_run(result.mlflow_run_id)
     assert run.data.tags["memae.objective"] == "holdout_error"
+
+
+def test_a_killed_driver_resumes_to_the_same_model_as_an_uninterrupted_run(base, tmp_path):
+    """SIGKILL of the job's own process (what a scheduler's timeout or the OOM killer does), then `--resume`."""
+    straight = train(TrainConfig(**{**base.__dict__, "name": "straight", "epochs": 3}))
+    config = TrainConfig(**{**base.__dict__, "name": "killed-driver", "epochs": 3,
+                            "tracking_uri": os.environ["MLFLOW_TRACKING_URI"]})
+    save_config(config, tmp_path / "train.yaml")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)  # the job starts its own Ray, as a nightly cron job would
+    command = [sys.executable, str(REPO / "jobs" / "train.py"), "--config", str(tmp_path / "train.yaml")]
+    job = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    first_checkpoint = tmp_path / "runs" / "killed-driver" / "epoch_0001" / "checkpoint.pt"
+    try:
+        deadline = time.monotonic() + 240
+        while not first_checkpoint.exists() and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.2)
+        assert first_checkpoint.exists() and job.poll() is None, "the run should be mid-way when the driver is killed"
+        os.kill(job.pid, signal.SIGKILL)
+        job.wait(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(job.pid, signal.SIGKILL)  # what is left of the killed job's own Ray
+    assert not (tmp_path / "runs" / "killed-driver" / "epoch_0003").exists()
+
+    resumed = subprocess.run([*command, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=300, start_new_session=True)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    epochs = re.findall(r"^epoch (\d+)/3 ", resumed.stdout, flags=re.M)
+    assert epochs and int(epochs[0]) >= 2 and epochs[-1] == "3", resumed.stdout  # went on; did not start over
+    final = load_checkpoint(tmp_path / "runs" / "killed-driver" / "epoch_0003" / "checkpoint.pt")
+    assert final["extra"]["history"][-1]["train_loss"] == pytest.approx(straight.history[-1]["train_loss"], rel=1e-5)
