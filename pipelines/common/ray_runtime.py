@@ -1,7 +1,8 @@
 """Start or join Ray the same way in every job.
 
 Under `ray job submit`, or with RAY_ADDRESS set, a job joins that cluster. Otherwise it starts a local Ray with
-explicit resources: on a small machine Ray's own guesses (all cores, 30% of memory for objects) starve the work.
+explicit resources (on a small machine Ray's own guesses, all cores and 30% of memory for objects, starve the work)
+and a watchdog that ends that Ray when the job ends, however it ends (pipelines/common/watchdog.py).
 
     from pipelines.common.ray_runtime import ray_session
     with ray_session(num_cpus=2):
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pipelines.common.console import forward_worker_logs
+from pipelines.common.watchdog import start_watchdog
 
 DEFAULT_OBJECT_STORE_BYTES = 1 << 30
 
@@ -48,6 +50,7 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
         dashboard_host="127.0.0.1",
         **kwargs,
     )
+    start_watchdog(ray._private.worker.global_worker.node.get_session_dir_path())  # ends this Ray however the job ends
     return True
 
 
