@@ -35,3 +35,20 @@ def fresh_archive(tmp_path) -> Callable[[str], tuple[Path, list[WrittenVideo]]]:
         return root, write_corpus(layout, root, cfg)
 
     return make
+
+
+def tiny_video(path: Path, index: int = 0, split: str = "train") -> Path:
+    """Writes video `index` of the tiny corpus (TINY.frames frames of TINY.height x TINY.width) at `path`."""
+    from experiments.synthetic import render_video, write_video
+
+    return write_video(path, render_video(TINY, split, index).frames, TINY.fps)
+
+
+def empty_video(path: Path) -> Path:
+    """A video file with a valid header and no frames, as a recorder that stopped at once leaves behind."""
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fourcc = cv2.VideoWriter_fourcc(*("XVID" if path.suffix == ".avi" else "mp4v"))
+    cv2.VideoWriter(str(path), fourcc, TINY.fps, (TINY.width, TINY.height), True).release()
+    return path

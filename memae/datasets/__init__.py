@@ -3,10 +3,12 @@
 from memae.datasets import open_dataset, decode, Preprocess
 records = open_dataset("auto", "/data/UCSD_Anomaly_Dataset.v1p2/UCSDped2", split="test")
 frames = decode(records[0], Preprocess(size=(256, 256), color="gray"))
+skipped = unlisted_files("/data/UCSD_Anomaly_Dataset.v1p2/UCSDped2", records)   # every other file, with a reason
 """
 
 from memae.datasets.decode import Preprocess, VideoDecodeError, decode, iter_frames, probe
 from memae.datasets.detect import DATASETS, READERS, detect_layout, open_dataset
+from memae.datasets.listing import unlisted_files
 from memae.datasets.masks import load_masks
 from memae.datasets.records import Issue, MaskRef, VideoRecord
 
@@ -24,4 +26,5 @@ __all__ = [
     "load_masks",
     "open_dataset",
     "probe",
+    "unlisted_files",
 ]

@@ -9,7 +9,8 @@ Expected tree (`--root` is the folder holding training_videos/ and testing_video
 
 Each label file holds a MATLAB cell array `volLabel` with one pixel mask per frame; a frame is anomalous when its
 mask has any pixel set. Label file names are not zero-padded: `testing_videos/01.avi` goes with `1_label.mat`.
-Training and test videos share ids (`01`), so a video is named by its split and id together.
+Training and test videos share ids (`01`), so a video is named by its split and id together. Two files of a split
+with one id (`01.avi` and `01.mp4`) are both refused, naming each other.
 
     from memae.datasets import open_dataset
     records = open_dataset("avenue", "/data/Avenue Dataset", split="test")
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from memae.datasets.label_files import check_mat_cells
 from memae.datasets.records import VIDEO_SUFFIXES, Issue, MaskRef, VideoRecord, select_split
 
 FPS = 25.0
@@ -57,21 +59,28 @@ def _test_record(path: Path, label_dir: Path) -> VideoRecord:
         labels = np.array([mask.any() for mask in load_vol_label(label_file)], dtype=np.int8)
     except FileNotFoundError:
         return VideoRecord(path.stem, "test", path, fps=FPS, problems=(Issue(str(label_file), "label file not found"),))
-    except (OSError, ValueError, KeyError) as exc:
-        return VideoRecord(path.stem, "test", path, fps=FPS, problems=(Issue(str(label_file), str(exc)),))
+    except (OSError, ValueError, KeyError) as exc:  # LabelFileError is a ValueError
+        reason = exc.args[0] if isinstance(exc, KeyError) else str(exc)
+        return VideoRecord(path.stem, "test", path, fps=FPS, problems=(Issue(str(label_file), reason),))
+    except MemoryError:  # a last resort: the header check bounds what a file can make loadmat allocate
+        reason = "too large to load (damaged?)"
+        return VideoRecord(path.stem, "test", path, fps=FPS, problems=(Issue(str(label_file), reason),))
     masks = MaskRef("avenue-mat", (label_file,))
     return VideoRecord(path.stem, "test", path, fps=FPS, labels=labels, label_source=label_file, masks=masks)
 
 
 def load_vol_label(path: Path) -> list[np.ndarray]:
-    """The per-frame masks of an Avenue label file (cell array `volLabel`)."""
+    """The per-frame masks of an Avenue label file (cell array `volLabel`), its header checked against its size first.
+
+    Raises:
+        FileNotFoundError, KeyError (no volLabel), LabelFileError (unreadable, or claims more than it holds).
+    """
     from scipy.io import loadmat
 
     if not path.is_file():
         raise FileNotFoundError(path)
-    content = loadmat(path)
-    if "volLabel" not in content:
-        raise KeyError(f"no variable 'volLabel' in {path.name} (found {sorted(k for k in content if k[0] != '_')})")
+    check_mat_cells(path, "volLabel")
+    content = loadmat(path, variable_names=["volLabel"])
     cells = np.asarray(content["volLabel"], dtype=object).reshape(-1)
     if cells.size == 0:
         raise ValueError(f"'volLabel' in {path.name} is empty")

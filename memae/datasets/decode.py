@@ -2,7 +2,13 @@
 
 decord has known leaks and a rare deadlock on files that over-report their frame count, so each call opens one
 reader, reads sequentially until the stream really ends, releases the reader, and compares the count it decoded
-with what the file promised. A damaged input raises `VideoDecodeError(path, reason)`; nothing is silently dropped.
+with what the file promised. A damaged input raises `VideoDecodeError(path, reason, detail)`: the reason in plain
+words ("holds no frames", "not a video decord can read (corrupt or truncated)"), the decoder's own text in `detail`;
+nothing is silently dropped.
+
+decord and OpenCV both rescale a video whose frame size changes mid-stream to its first size without a word, and
+expose no per-frame size; for frame images the change is seen, and reported as a note (or refused when the frames
+are kept at their own size, which a change makes impossible).
 
 Resizing happens inside decord while decoding, which beat decoding at full size and resizing afterwards with
 Pillow (benchmarks/bench_ingest.py). Grayscale is Pillow's "L" conversion (ITU-R 601 luma) for video and image frames
@@ -16,6 +22,7 @@ alike, so a video and the same frames saved as images give the same gray levels.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import struct
 from collections.abc import Iterator
@@ -25,16 +32,24 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from memae.datasets.listing import path_problem
 from memae.datasets.records import Issue, VideoRecord
+
+log = logging.getLogger(__name__)
+
+UNREADABLE_VIDEO = "not a video decord can read (corrupt or truncated)"
+NO_FRAMES = "holds no frames"
 
 
 class VideoDecodeError(RuntimeError):
-    """A video or frame image that cannot be decoded; `path` names the file and `reason` says what is wrong."""
+    """A video or frame image that cannot be decoded; `path` names the file, `reason` says what is wrong in plain
+    words, and `detail` keeps the decoder's own text (empty when there is none)."""
 
-    def __init__(self, path: str | Path, reason: str) -> None:
+    def __init__(self, path: str | Path, reason: str, detail: str = "") -> None:
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -63,8 +78,14 @@ def decode(record: VideoRecord, prep: Preprocess) -> np.ndarray:
     return np.concatenate(chunks)
 
 
-def iter_frames(record: VideoRecord, prep: Preprocess, chunk: int = 256) -> Iterator[np.ndarray]:
+def iter_frames(
+    record: VideoRecord, prep: Preprocess, chunk: int = 256, notes: list[Issue] | None = None
+) -> Iterator[np.ndarray]:
     """The frames of `record` in order, in (n<=chunk, H, W, C) uint8 pieces, so memory does not grow with length.
+
+    Args:
+        notes: where to add what is worth reporting but does not stop decoding (frame images whose size changes
+            mid-video, rescaled to the stored size); logged as warnings when not given.
 
     Raises:
         VideoDecodeError: at the first frame that cannot be decoded, or at the end when fewer frames came out than
@@ -75,13 +96,15 @@ def iter_frames(record: VideoRecord, prep: Preprocess, chunk: int = 256) -> Iter
     else:
         if not record.frame_files:
             raise VideoDecodeError(record.source, "no frame images in this folder")
-        yield from _iter_images(record.frame_files, prep, chunk)
+        yield from _iter_images(record.frame_files, prep, chunk, notes)
 
 
 def check_file(path: Path) -> None:
-    """Fail early, with a reason, on files that are missing, unreadable, empty, or AVI files cut short."""
-    if not path.is_file():
-        raise VideoDecodeError(path, "file not found")
+    """Fail early, with a reason, on files that are missing, links that lead nowhere, folders, unreadable or empty
+    files, and AVI files cut short."""
+    problem = path_problem(path)
+    if problem is not None:
+        raise VideoDecodeError(path, problem)
     if not os.access(path, os.R_OK):
         raise VideoDecodeError(path, "file is not readable (permissions)")
     size = path.stat().st_size
@@ -105,7 +128,7 @@ def _iter_video(path: Path, prep: Preprocess, chunk: int) -> Iterator[np.ndarray
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1, **resize)
     except Exception as exc:  # decord raises RuntimeError or its own DECORDError, with C++ traces attached
-        raise VideoDecodeError(path, f"decord cannot open it: {_first_line(exc)}") from None
+        raise open_error(path, exc) from None
     try:
         declared = len(reader)
         decoded = 0
@@ -118,7 +141,7 @@ def _iter_video(path: Path, prep: Preprocess, chunk: int) -> Iterator[np.ndarray
     finally:
         del reader
     if decoded == 0:
-        raise VideoDecodeError(path, "no frames could be decoded")
+        raise VideoDecodeError(path, NO_FRAMES, f"decord declared {declared} frames and decoded none")
     if decoded < declared:
         raise VideoDecodeError(path, f"truncated or damaged: decoded {decoded} of the {declared} frames it declares")
 
@@ -133,7 +156,8 @@ def _read_chunk(reader, path: Path, chunk: int, start: int, channels: int) -> np
         except StopIteration:
             break
         except Exception as exc:
-            raise VideoDecodeError(path, f"decoding failed at frame {start + n}: {_first_line(exc)}") from None
+            reason = f"decoding failed at frame {start + n} (corrupt data)"
+            raise VideoDecodeError(path, reason, first_line(exc)) from None
         if out is None:
             out = np.empty((chunk, *frame.shape[:2], channels), dtype=np.uint8)
         out[n] = np.asarray(Image.fromarray(frame).convert("L"))[..., None] if channels == 1 else frame
@@ -141,57 +165,92 @@ def _read_chunk(reader, path: Path, chunk: int, start: int, channels: int) -> np
     return None if out is None else out[:n]
 
 
-def _iter_images(files: tuple[Path, ...], prep: Preprocess, chunk: int) -> Iterator[np.ndarray]:
+def _iter_images(
+    files: tuple[Path, ...], prep: Preprocess, chunk: int, notes: list[Issue] | None
+) -> Iterator[np.ndarray]:
     mode = "L" if prep.channels == 1 else "RGB"
-    first_size = None
+    first_size, changed = None, False
     for start in range(0, len(files), chunk):
         out = []
-        for path in files[start : start + chunk]:
-            image = _load_image(path, mode, prep.size)
-            first_size = first_size or image.shape
-            if image.shape != first_size:
-                raise VideoDecodeError(path, f"frame of size {image.shape[:2]} in a video of {first_size[:2]}")
+        for index, path in enumerate(files[start : start + chunk], start):
+            image, size = _load_image(path, mode, prep.size)
+            first_size = first_size or size
+            if size != first_size and not changed:
+                change = f"frame size changes from {_hxw(first_size)} to {_hxw(size)} at frame {index}"
+                if prep.size is None:
+                    raise VideoDecodeError(path, f"{change}: frames kept at their own size cannot be stored together; "
+                                                 "give a frame size to rescale them")
+                _note(notes, Issue(str(path), f"{change}; rescaled to {_hxw(prep.size)} like the others"))
+                changed = True  # said once per video
             out.append(image)
         yield np.stack(out)
 
 
-def _load_image(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
+def _load_image(path: Path, mode: str, size: tuple[int, int] | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """The image at `path` as (H, W, C) uint8 in `mode`, resized to `size`; and its own (height, width)."""
     check_file(path)
     try:
         with Image.open(path) as image:
+            own = (image.height, image.width)
             if size is not None:
                 image.draft(mode, (size[1], size[0]))  # JPEG: decode at a reduced scale when much larger
             image = image.convert(mode)
             if size is not None and image.size != (size[1], size[0]):
                 image = image.resize((size[1], size[0]), Image.BILINEAR)
             array = np.asarray(image)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise VideoDecodeError(path, f"cannot decode image: {exc}") from None
-    return array[..., None] if array.ndim == 2 else array
+    except Image.DecompressionBombError as exc:
+        raise VideoDecodeError(path, "cannot decode image: larger than any frame should be", str(exc)) from None
+    except (OSError, ValueError) as exc:
+        raise VideoDecodeError(path, "cannot decode image (corrupt, truncated or not an image)", str(exc)) from None
+    return (array[..., None] if array.ndim == 2 else array), own
+
+
+def _hxw(size: tuple[int, ...]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def _note(notes: list[Issue] | None, issue: Issue) -> None:
+    if notes is None:
+        log.warning("%s: %s", issue.file, issue.reason)
+    else:
+        notes.append(issue)
+
+
+def read_header(record: VideoRecord) -> VideoRecord:
+    """`record` with the frame count and fps its video file's header declares; frame folders come back unchanged.
+
+    Raises:
+        VideoDecodeError: the file cannot be opened, or declares no frames.
+    """
+    if not record.is_video_file:
+        return record
+    import decord
+
+    check_file(record.source)
+    try:
+        reader = decord.VideoReader(str(record.source), ctx=decord.cpu(0), num_threads=1)
+    except Exception as exc:
+        raise open_error(record.source, exc) from None
+    try:
+        num_frames, fps = len(reader), float(reader.get_avg_fps())
+    finally:
+        del reader
+    if num_frames == 0:
+        raise VideoDecodeError(record.source, NO_FRAMES, "decord reads a frame count of 0 in its header")
+    return dataclasses.replace(record, num_frames=num_frames, fps=fps or record.fps)
 
 
 def probe(record: VideoRecord) -> VideoRecord:
     """`record` with frame count and fps read from a video file's header; failures become problems."""
     if not record.is_video_file:
         return record
-    import decord
-
     try:
-        check_file(record.source)
-        reader = decord.VideoReader(str(record.source), ctx=decord.cpu(0), num_threads=1)
-        try:
-            num_frames, fps = len(reader), float(reader.get_avg_fps())
-        finally:
-            del reader
+        probed = read_header(record)
     except VideoDecodeError as exc:
         return dataclasses.replace(record, problems=(*record.problems, Issue(exc.path, exc.reason)))
-    except Exception as exc:
-        issue = Issue(str(record.source), f"decord cannot open it: {_first_line(exc)}")
-        return dataclasses.replace(record, problems=(*record.problems, issue))
-    problems = record.problems
-    if record.labels is not None and len(record.labels) != num_frames:
-        problems = (*problems, label_length_issue(record, num_frames))
-    return dataclasses.replace(record, num_frames=num_frames, fps=fps or record.fps, problems=problems)
+    if probed.labels is not None and len(probed.labels) != probed.num_frames:
+        return dataclasses.replace(probed, problems=(*probed.problems, label_length_issue(probed, probed.num_frames)))
+    return probed
 
 
 def label_length_issue(record: VideoRecord, num_frames: int) -> Issue:
@@ -200,6 +259,33 @@ def label_length_issue(record: VideoRecord, num_frames: int) -> Issue:
     return Issue(str(where), f"{len(record.labels)} frame labels for {record.video_id}, which has {num_frames} frames")
 
 
-def _first_line(exc: BaseException) -> str:
+def open_error(path: str | Path, exc: BaseException) -> VideoDecodeError:
+    """decord's refusal to open a file, in plain words; its own text kept as the detail.
+
+    decord says the same of an AVI recorded with no frames and of a damaged one ("cannot find video stream", "Cannot
+    create buffer source"): the frame count in an AVI's header tells them apart. Other containers without a video
+    stream hold no frames.
+    """
+    if Path(path).suffix.lower() == ".avi":
+        empty = _avi_frames(path) == 0
+    else:
+        empty = "cannot find video stream" in str(exc)
+    return VideoDecodeError(path, NO_FRAMES if empty else UNREADABLE_VIDEO, first_line(exc))
+
+
+def _avi_frames(path: str | Path) -> int | None:
+    """The total frame count in an AVI file's main header (avih), None when there is no such header."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(52)
+    except OSError:
+        return None
+    if len(head) < 52 or head[:4] != b"RIFF" or head[12:16] != b"LIST" or head[24:28] != b"avih":
+        return None
+    return struct.unpack("<I", head[48:52])[0]
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's text (decord attaches C++ traces), at most 200 characters."""
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__

@@ -15,7 +15,8 @@ from pathlib import Path
 from memae.datasets.avenue import read_avenue
 from memae.datasets.decode import probe
 from memae.datasets.frames import read_frames
-from memae.datasets.records import VIDEO_SUFFIXES, VideoRecord
+from memae.datasets.listing import check_sources, walk
+from memae.datasets.records import VIDEO_SUFFIXES, VideoRecord, refuse_duplicate_ids
 from memae.datasets.shanghaitech import read_shanghaitech
 from memae.datasets.ucsd import read_ucsd
 from memae.datasets.videos import read_videos
@@ -36,6 +37,9 @@ DATASETS = ("auto", *READERS)
 def open_dataset(name: str, root: str | Path, split: str = "all", probe_videos: bool = True) -> list[VideoRecord]:
     """Records of the archive at `root` read as layout `name` ("auto" to recognise it), for split train/test/all.
 
+    Whatever the layout, a video whose file is a link that leads nowhere, loops or leaves `root`, and videos that would
+    share an id, are listed with that as a problem (see `listing.check_sources`, `records.refuse_duplicate_ids`).
+
     Args:
         probe_videos: open each video file to read its frame count and fps (frame folders are counted anyway).
             Ingest skips this: decoding counts frames, in parallel.
@@ -46,7 +50,7 @@ def open_dataset(name: str, root: str | Path, split: str = "all", probe_videos: 
         log.info("dataset auto: chose %s (%s)", name, reason)
     if name not in READERS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    records = READERS[name](root, split)
+    records = refuse_duplicate_ids(check_sources(READERS[name](root, split), root))
     return [probe(r) for r in records] if probe_videos else records
 
 
@@ -74,7 +78,7 @@ def detect_layout(root: str | Path) -> tuple[str, str]:
         return "shanghaitech", "found testing/frames/ named like ShanghaiTech (01_0014)"
     if (root / "training" / "frames").is_dir() or (root / "testing" / "frames").is_dir():
         return "frames", "found training/frames/ or testing/frames/"
-    if any(p.suffix.lower() in VIDEO_SUFFIXES for p in root.rglob("*")):
+    if any(e.path.suffix.lower() in VIDEO_SUFFIXES and not e.is_folder for e in walk(root)):
         return "videos", "found video files (searched recursively)"
     raise FileNotFoundError(
         f"{root}: no known layout (looked for Test/UCSDped*.m, training_videos/, training/videos/, "

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from memae.datasets.label_files import LabelFileError, load_npy, npy_header
 from memae.datasets.records import Issue, MaskRef, VideoRecord, select_split, sorted_images
 
 FOLDERS = {"train": "training", "test": "testing"}
@@ -93,13 +94,14 @@ def _labels(path: Path, num_frames: int, required: bool, problems: list[Issue]) 
             problems.append(Issue(str(path), "ground-truth file not found"))
         return None
     try:
-        labels = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+        shape, _ = npy_header(path)  # the header first: a forged one must not make listing allocate terabytes
+        count = int(np.prod(shape, dtype=object))
+        if count != num_frames:
+            problems.append(Issue(str(path), f"has {count} labels for a video of {num_frames} frames"))
+            return None
+        labels = load_npy(path).reshape(-1)
+    except (OSError, ValueError) as exc:  # LabelFileError is a ValueError
         problems.append(Issue(str(path), f"cannot read labels: {exc}"))
-        return None
-    labels = np.asarray(labels).reshape(-1)
-    if len(labels) != num_frames:
-        problems.append(Issue(str(path), f"has {len(labels)} labels for a video of {num_frames} frames"))
         return None
     if not np.isin(labels, (0, 1)).all():
         problems.append(Issue(str(path), "labels must be 0 or 1"))
@@ -111,8 +113,8 @@ def _mask_ref(path: Path, num_frames: int, problems: list[Issue]) -> MaskRef | N
     if not path.is_file():
         return None
     try:
-        shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
-    except (OSError, ValueError) as exc:
+        shape, _ = npy_header(path)
+    except (OSError, LabelFileError) as exc:
         problems.append(Issue(str(path), f"cannot read pixel masks: {exc}"))
         return None
     if len(shape) != 3 or shape[0] != num_frames:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from memae.datasets.label_files import load_npy
 from memae.datasets.records import VideoRecord
 
 
@@ -16,7 +17,7 @@ def load_masks(record: VideoRecord) -> np.ndarray | None:
     if ref.kind == "image-dir":
         return np.stack([np.asarray(Image.open(p).convert("L")) > 127 for p in ref.paths])
     if ref.kind == "npy":
-        return np.load(ref.paths[0], allow_pickle=False).astype(bool)
+        return load_npy(ref.paths[0]).astype(bool)
     if ref.kind == "avenue-mat":
         from memae.datasets.avenue import load_vol_label
 

@@ -7,11 +7,14 @@ record instead of raised, so one bad video never hides the others.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from memae.files import safe_name
 
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -78,6 +81,28 @@ class VideoRecord:
         if self.labels is not None:
             return self.labels.astype(np.int8)
         return np.full(num_frames, 0 if self.known_normal else -1, dtype=np.int8)
+
+
+def refuse_duplicate_ids(records: list[VideoRecord]) -> list[VideoRecord]:
+    """`records`, where videos of one split would share an id, or a file name on a case-insensitive filesystem, each
+    carrying a problem that names the other files: no video is ever stored or scored under another one's name, and
+    which one wins never depends on listing order."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, record in enumerate(records):
+        groups.setdefault((record.split, safe_name(record.video_id).casefold()), []).append(i)
+    checked = list(records)
+    for members in groups.values():
+        for i in members if len(members) > 1 else ():
+            record = records[i]
+            others = [records[j] for j in members if j != i]
+            same = all(o.video_id == record.video_id for o in others)
+            names = ", ".join(str(o.source) for o in others)
+            reason = (f"has the same id ({record.video_id!r}) as {names}" if same else
+                      f"its id {record.video_id!r} differs only in case from that of {names} (their files would "
+                      "collide on a case-insensitive filesystem)")
+            issue = Issue(str(record.source), f"{reason}: rename one of them")
+            checked[i] = dataclasses.replace(record, problems=(issue, *record.problems))
+    return checked
 
 
 def labels_from_ranges(ranges: list[tuple[int, int]], num_frames: int) -> np.ndarray:

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from memae.datasets.label_files import read_small_text
 from memae.datasets.records import Issue, MaskRef, VideoRecord, labels_from_ranges, select_split, sorted_images
 
 FPS = 10.0
@@ -42,10 +43,10 @@ def parse_gt_m(path: str | Path) -> list[list[tuple[int, int]]]:
     """Frame ranges of each test video from `UCSDped1.m` / `UCSDped2.m`, as 0-based half-open [start, stop).
 
     Raises:
-        ValueError: naming the file and the entry that cannot be read.
+        ValueError: naming the file and the entry that cannot be read, or a file too large to be one (LabelFileError).
     """
     path = Path(path)
-    text = "\n".join(line.split("%", 1)[0] for line in path.read_text(errors="replace").splitlines())
+    text = "\n".join(line.split("%", 1)[0] for line in read_small_text(path).splitlines())
     entries: list[list[tuple[int, int]] | None] = []
     for match in _ENTRY.finditer(text):
         index = len(entries) if match.group(1).replace(" ", "") == "end+1" else int(match.group(1)) - 1
@@ -194,8 +195,17 @@ def _masks(gt_folder: Path, num_frames: int, notes: list[Issue]) -> tuple[MaskRe
     if len(files) != num_frames:
         notes.append(Issue(str(gt_folder), f"{len(files)} mask images for {num_frames} frames; masks ignored"))
         return None, None
-    labels = np.array([np.asarray(Image.open(f).convert("L")).max() > 127 for f in files], dtype=np.int8)
+    try:
+        labels = np.array([_any_pixel(f) for f in files], dtype=np.int8)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        notes.append(Issue(str(gt_folder), f"a mask image cannot be decoded ({exc}); masks ignored"))
+        return None, None
     return MaskRef("image-dir", files), labels
+
+
+def _any_pixel(path: Path) -> bool:
+    with Image.open(path) as image:
+        return bool(np.asarray(image.convert("L")).max() > 127)
 
 
 def _compare(labels: np.ndarray, mask_labels: np.ndarray, m_file: Path, gt_folder: Path, notes: list[Issue]) -> None:

@@ -7,49 +7,48 @@ Expected tree: anything, for example::
     ├── cam01/2024-05-01T09.mp4
     └── cam02/night/0001.avi
 
-Every file decord can read counts (by suffix: .avi .mp4 .mkv .mov ...). A video's id is its file stem; when two
-files of a split share a stem, their ids become their paths relative to the root (`cam01__0001`). The split is
-taken from the path when a folder is named train/training or test/testing, otherwise it is "train" (an unlabelled
-archive is what a model is fitted on and then scored on).
+Every file decord can read counts (by suffix: .avi .mp4 .mkv .mov ...). A video's id is its path under the root with
+its suffix, with forward slashes (`cam02/night/0001.avi`): unique, and stable however the archive grows, so that a
+nightly job recognises yesterday's videos. The split is taken from the path when a folder is named train/training or
+test/testing, otherwise it is "train" (an unlabelled archive is what a model is fitted on and then scored on).
+
+Links are not followed out of the root, nor into folders; a video-named link that leads nowhere, loops or leaves the
+root is listed with that problem (`memae.datasets.listing`), and everything else that is not a video is left to
+`unlisted_files` to report.
 
     from memae.datasets import open_dataset
     records = open_dataset("videos", "/srv/archive")
+    records[0].video_id   # 'cam01/2024-05-01T08.mp4'
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from pathlib import Path
+from pathlib import Path, PurePath
 
+from memae.datasets.listing import walk
 from memae.datasets.records import VIDEO_SUFFIXES, VideoRecord, select_split
 
 _SPLIT_NAMES = {"train": "train", "training": "train", "test": "test", "testing": "test"}
 
 
 def read_videos(root: str | Path, split: str = "all") -> list[VideoRecord]:
-    """Records of every video file under `root`, sorted by path."""
+    """Records of every video file under `root`, training split first, each split sorted by path."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a folder")
-    files = sorted(
-        p
-        for p in root.rglob("*")
-        if p.suffix.lower() in VIDEO_SUFFIXES
-        and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
+    files = [
+        e.path for e in walk(root)
+        if not e.is_folder and e.path.suffix.lower() in VIDEO_SUFFIXES and not e.path.name.startswith(".")
+    ]
     splits = {p: _split_of(p.relative_to(root)) for p in files}
     files.sort(key=lambda p: (splits[p] != "train", p))
-    stems = Counter((splits[p], p.stem) for p in files)
     wanted = select_split(split)
-    records = []
-    for path in files:
-        if splits[path] not in wanted:
-            continue
-        rel = path.relative_to(root).with_suffix("")
-        video_id = path.stem if stems[(splits[path], path.stem)] == 1 else "__".join(rel.parts)
-        records.append(VideoRecord(video_id, splits[path], path))
-    return records
+    return [VideoRecord(video_id(root, p), splits[p], p) for p in files if splits[p] in wanted]
+
+
+def video_id(root: str | PurePath, path: str | PurePath) -> str:
+    """The id of the video file at `path` in an archive at `root`: its relative path, suffix included, with '/'."""
+    return PurePath(path).relative_to(root).as_posix()
 
 
 def _split_of(relative: Path) -> str:

@@ -39,6 +39,7 @@ class IngestConfig:
         "tensor", "image column: an Arrow tensor, or raw bytes, much cheaper to write (pipelines/ingest/shards.py)",
         choices=ENCODINGS,
     )
+    wait_s: float = option(0.0, "seconds to wait while another job writes --out, then give up with status 4")
     verbose: bool = option(False, "show Ray and MLflow internals")
 
     def __post_init__(self) -> None:
@@ -77,3 +78,5 @@ class IngestConfig:
             raise ValueError(f"--clip-len must be positive, not {self.clip_len}")
         if self.num_cpus is not None and self.num_cpus < 1:
             raise ValueError(f"--num-cpus must be positive, not {self.num_cpus}")
+        if self.wait_s < 0:
+            raise ValueError(f"--wait-s must be 0 or more seconds, not {self.wait_s}")

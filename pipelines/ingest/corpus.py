@@ -6,6 +6,7 @@ scoring jobs need per-frame labels; this reads them once, the same way for all.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,9 @@ import numpy as np
 from memae.models import DOWNSAMPLING_3D
 from pipelines.ingest.clips import read_video_labels
 from pipelines.ingest.manifest import Manifest, ManifestEntry
+
+log = logging.getLogger(__name__)
+_told: set[Path] = set()  # folders whose id migration was already announced in this process
 
 
 @dataclass(frozen=True)
@@ -26,8 +30,14 @@ class Corpus:
 
     @classmethod
     def open(cls, shards_dir: str | Path) -> Corpus:
+        """The corpus at `shards_dir`; a manifest with ids of an earlier version is read under today's ids, which is
+        said once (rerunning the ingest writes them)."""
         path = Path(shards_dir).resolve()
-        return cls(path, Manifest.read(path))
+        manifest = Manifest.read(path)
+        if manifest.migration_note() and path not in _told:
+            _told.add(path)
+            log.warning("%s: %s; rerun the ingest to record them", path, manifest.migration_note())
+        return cls(path, manifest)
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:

@@ -11,16 +11,22 @@ script against, holds these keys in this order:
     software: {python, memae, numpy, pyarrow, decord, pillow, ray, platform}
     videos: [{video_id, split, status: done|failed|pending, source, num_frames, fps, notes: [{file, reason}],
               when done: frame_shape, shard, encoding, bytes, labelled, anomaly_ranges: [[start, stop), ...] 0-based,
-              seconds; when failed: file, reason}]
+              seconds; when failed: file, reason, and detail (the decoder's own words) when there are any}]
     complete: true once every listed video is done; frame_shape: [H, W, C] (null if videos differ)
     counts: {videos, done, failed, frames, bytes, raw_bytes, by_split: {train|test: {videos, frames}}}, updated
 
 `complete`, `frame_shape` and `counts` are derived from the videos whenever the manifest is written. Keys this
-version does not know are ignored when reading.
+version does not know are ignored when reading. `write` refuses what `read` would refuse (a split or shard path that
+leaves the folder), so that nothing is ever written or recorded outside it.
+
+Ids in the `videos` layout used to be file stems (`0001`, or `cam1__0001` when stems repeated); they are now the path
+under the root with its suffix (`cam1/0001.mp4`). `read` renames the entries of such a manifest from their `source`,
+keeping their shards (a shard's path is stored in its entry), and lists what it renamed in `Manifest.migrated`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import sys
@@ -34,6 +40,7 @@ import numpy as np
 
 from memae.datasets import Preprocess
 from memae.datasets.records import SPLITS, Issue, VideoRecord
+from memae.datasets.videos import video_id as videos_layout_id
 from memae.files import safe_name, write_json_atomic
 
 FORMAT = "memae-frames/1"
@@ -86,6 +93,7 @@ class ManifestEntry:
     seconds: float | None = None
     file: str | None = None
     reason: str | None = None
+    detail: str | None = None  # the decoder's own words behind `reason`, when there are any
 
     @classmethod
     def pending(cls, record: VideoRecord) -> ManifestEntry:
@@ -93,9 +101,10 @@ class ManifestEntry:
                    tuple(record.notes))
 
     @classmethod
-    def failed(cls, record: VideoRecord, issue: Issue) -> ManifestEntry:
+    def failed(cls, record: VideoRecord, issue: Issue, detail: str | None = None,
+               notes: tuple[Issue, ...] = ()) -> ManifestEntry:
         return cls(record.video_id, record.split, "failed", str(record.source), record.num_frames, record.fps,
-                   tuple(record.notes), file=issue.file, reason=issue.reason)
+                   (*record.notes, *notes), file=issue.file, reason=issue.reason, detail=detail or None)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -112,7 +121,7 @@ class ManifestEntry:
             "frame_shape": list(self.frame_shape) if self.frame_shape else None, "shard": self.shard,
             "encoding": self.encoding, "bytes": self.bytes, "labelled": self.labelled,
             "anomaly_ranges": None if self.anomaly_ranges is None else [list(r) for r in self.anomaly_ranges],
-            "seconds": self.seconds, "file": self.file, "reason": self.reason,
+            "seconds": self.seconds, "file": self.file, "reason": self.reason, "detail": self.detail,
         }
         return data | {k: v for k, v in optional.items() if v is not None}
 
@@ -132,6 +141,7 @@ class Manifest:
     software: dict[str, str | None]
     videos: list[ManifestEntry] = field(default_factory=list)
     updated: str | None = None
+    migrated: list[tuple[str, str]] = field(default_factory=list)  # (old id, new id) renamed by `read`; not stored
 
     @classmethod
     def read(cls, folder: str | Path) -> Manifest:
@@ -151,7 +161,7 @@ class Manifest:
         fields = _Fields(data, path)
         if data.get("format") != FORMAT:
             raise ManifestError(f"{path}: not a {FORMAT} manifest (format: {data.get('format')!r})")
-        return cls(
+        manifest = cls(
             dataset=fields.get("dataset", str),
             layout=fields.get("layout", str),
             layout_evidence=fields.get("layout_evidence", str),
@@ -164,10 +174,31 @@ class Manifest:
             videos=[_read_entry(entry) for entry in fields.objects("videos")],
             updated=fields.get("updated", str, optional=True),
         )
+        if manifest.layout == "videos":
+            manifest.videos, manifest.migrated = _migrate_video_ids(manifest.videos, manifest.root)
+        return manifest
 
     def write(self, folder: str | Path) -> None:
-        """Replaces `folder`'s manifest atomically: readers see the old one or this one, never a mix."""
-        write_json_atomic(Path(folder) / MANIFEST_FILE, self.to_json())
+        """Replaces `folder`'s manifest atomically: readers see the old one or this one, never a mix.
+
+        Raises:
+            ManifestError: an entry whose split or shard path would lead out of `folder` (nothing is written).
+        """
+        path = Path(folder) / MANIFEST_FILE
+        for i, entry in enumerate(self.videos):
+            if not is_plain_name(entry.split):
+                raise ManifestError(f"{path}: refusing to write videos[{i}].split {entry.split!r}: not a plain name")
+            if entry.shard is not None and not is_inside(entry.shard):
+                raise ManifestError(f"{path}: refusing to write videos[{i}].shard {entry.shard!r}: not inside {folder}")
+        write_json_atomic(path, self.to_json())
+
+    def migration_note(self) -> str | None:
+        """What `read` renamed, in one sentence for the console; None when nothing was."""
+        if not self.migrated:
+            return None
+        old, new = self.migrated[0]
+        return (f"{len(self.migrated)} video id(s) of the manifest renamed to the path under --root with its suffix "
+                f"({old!r} is now {new!r}); their shards are kept")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -237,6 +268,38 @@ def software_versions() -> dict[str, str | None]:
     return versions
 
 
+def is_plain_name(value: object) -> bool:
+    """A split: a plain folder name, since shards are stored under shards/<split>/."""
+    return isinstance(value, str) and bool(value) and safe_name(value) == value and not value.startswith(".")
+
+
+def is_inside(value: str) -> bool:
+    """A relative path that stays inside the folder it is relative to."""
+    parts = PurePosixPath(value).parts
+    return bool(parts) and parts[0] != "/" and ".." not in parts and "\\" not in value
+
+
+def _migrate_video_ids(videos: list[ManifestEntry], root: str) -> tuple[list[ManifestEntry], list[tuple[str, str]]]:
+    """Entries of a `videos`-layout manifest under the ids of today (path under the root, suffix included).
+
+    An entry keeps its shard; an older entry whose new id an up-to-date entry already holds is dropped.
+    """
+    current = {v.key for v in videos}
+    kept, renamed = [], []
+    for entry in videos:
+        try:
+            new_id = videos_layout_id(root, entry.source)
+        except ValueError:  # not under the recorded root: an earlier run's archive, left as it was
+            new_id = entry.video_id
+        if new_id != entry.video_id:
+            if (entry.split, new_id) in current:
+                continue
+            renamed.append((entry.video_id, new_id))
+            entry = dataclasses.replace(entry, video_id=new_id)
+        kept.append(entry)
+    return kept, renamed
+
+
 def _read_entry(fields: _Fields) -> ManifestEntry:
     """One entry of `videos`: what every status requires, checked."""
     status = fields.choice("status", STATUSES)
@@ -261,6 +324,7 @@ def _read_entry(fields: _Fields) -> ManifestEntry:
         seconds=fields.get("seconds", float, optional=True),
         file=fields.get("file", str, optional=not failed),
         reason=fields.get("reason", str, optional=not failed),
+        detail=fields.get("detail", str, optional=True),
     )
 
 
@@ -299,18 +363,13 @@ class _Fields:
         return value
 
     def plain_name(self, key: str, value: Any) -> str:
-        """A split: a plain folder name, since shards are stored under shards/<split>/."""
-        if not isinstance(value, str) or not value or safe_name(value) != value or value.startswith("."):
+        if not is_plain_name(value):
             raise self.fail(key, f"{value!r} is not a plain name")
         return value
 
     def shard(self, key: str, optional: bool) -> str | None:
-        """A shard path: relative, and inside the manifest's folder."""
         value = self.get(key, str, optional)
-        if value is None:
-            return None
-        parts = PurePosixPath(value).parts
-        if not parts or parts[0] == "/" or ".." in parts:
+        if value is not None and not is_inside(value):
             raise self.fail(key, f"{value!r} is not a path inside {self.path.parent}")
         return value
 

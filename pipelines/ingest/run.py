@@ -2,23 +2,29 @@
 
     python jobs/ingest.py --dataset auto --root /data/UCSDped2 --out data/ped2 --size 256x256
 
-The driver lists the archive (cheap: no decoding), then Ray Data streams one task per video (`tasks.py`): decode it
-with decord (or Pillow for frame folders) at the stored size, convert to gray or keep RGB, and write its shard row
-group by row group (`worker.py`), so a task holds a few hundred frames whatever the video's length, and the driver
-holds only per-video summaries. One whole video per task was the fastest route measured; it also makes every video
-its own unit of success:
+The driver lists the archive (cheap: no video is opened, label files are checked against their size before they are
+loaded; only UCSD's pixel-mask images are read, for their labels), then Ray Data streams one task per video
+(`tasks.py`): decode it with decord (or Pillow for frame folders) at the stored size, convert to gray or keep RGB,
+and write its shard row group by row group (`worker.py`), so a task holds a few hundred frames whatever the video's
+length, and the driver holds only per-video summaries. One whole video per task was the fastest route measured; it
+also makes every video its own unit of success:
 
 - a shard is renamed into place only when complete; the manifest is rewritten atomically as videos finish;
 - a rerun skips videos the manifest records as done (and whose shard is there) and removes stale temporary files;
 - a video that cannot be ingested (corrupt, truncated, empty, unreadable, labels of the wrong length, missing
-  ground truth) is reported with its file and the reason, on the console and in ingest_report.json, and every
-  other video is still ingested. `IngestResult.ok` is False when anything failed.
+  ground truth, a link that leads nowhere or out of --root, an id another video has) is reported with its file and
+  the reason, on the console and in ingest_report.json, and every other video is still ingested. `IngestResult.ok`
+  is False when anything failed;
+- every other file under --root that is not part of a video (notes, hidden files, links to folders) is listed with
+  the reason under "skipped_files" in the report: not a failure, but never a silent skip.
 
-On a cluster, workers read the archive and write the shards themselves: --root and --out must be paths every node
-sees (a shared filesystem). Run one ingest per output folder at a time.
+One ingest writes a folder at a time: the run holds --out's lock (`pipelines.common.lock`), and a second one waits
+up to --wait-s seconds, then gives up with `FolderBusy` naming the holder. On a cluster, workers read the archive and
+write the shards themselves: --root and --out must be paths every node sees (a shared filesystem).
 
 Output folder: manifest.json (its keys: `pipelines.ingest.manifest`), ingest_report.json,
-shards/<split>/<video_id>.parquet (`pipelines.ingest.shards`).
+shards/<split>/<video id as a file name, `memae.files.safe_name`>.parquet (`pipelines.ingest.shards`), and the
+lock file .memae.lock naming the last job that wrote it.
 """
 
 from __future__ import annotations
@@ -30,9 +36,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from memae.datasets import Preprocess, VideoRecord, detect_layout, open_dataset
+from memae.datasets import Preprocess, VideoRecord, detect_layout, open_dataset, unlisted_files
 from memae.datasets.records import Issue, select_split
 from memae.files import remove_temporary_files, write_json_atomic
+from pipelines.common.lock import folder_lock
 from pipelines.ingest.config import IngestConfig
 from pipelines.ingest.manifest import MANIFEST_FILE, FramePreprocessing, Manifest, ManifestEntry, software_versions
 from pipelines.ingest.progress import Progress
@@ -44,6 +51,7 @@ __all__ = ["IngestConfig", "IngestError", "IngestResult", "ingest"]
 
 REPORT_FILE = "ingest_report.json"
 MANIFEST_EVERY_S = 2.0  # how often the manifest is rewritten while videos finish
+SKIPPED_SHOWN = 10  # skipped files printed on the console; the report lists them all
 
 
 class IngestError(RuntimeError):
@@ -79,7 +87,7 @@ def ingest(
     on_video: Callable[[ManifestEntry], None] | None = None,
     echo: Callable[[str], None] = print,
 ) -> IngestResult:
-    """Ingest `cfg.root` into `cfg.out`; see the module docstring.
+    """Ingest `cfg.root` into `cfg.out`, holding `cfg.out`'s lock throughout; see the module docstring.
 
     Args:
         on_video: called with each video's manifest entry as it finishes.
@@ -87,21 +95,40 @@ def ingest(
 
     Raises:
         IngestError: when nothing can be ingested at all (the per-video failures are in the result instead).
+        FolderBusy: another job still writes `cfg.out` after `cfg.wait_s` seconds.
+        ShardWriteError: the output folder would not take a shard (the job failed, not the videos).
     """
     try:
         cfg.check()
     except ValueError as exc:
         raise IngestError(str(exc)) from None
     root, out = cfg.root.resolve(), cfg.out.resolve()  # under `ray job submit` the working directory is a copy
-    prep = Preprocess(cfg.size, cfg.color)
     name, evidence = _layout(cfg.dataset, root)
+    with folder_lock(out, cfg.wait_s):
+        return _ingest(cfg, root, out, name, evidence, on_video, echo)
+
+
+def _ingest(
+    cfg: IngestConfig,
+    root: Path,
+    out: Path,
+    name: str,
+    evidence: str,
+    on_video: Callable[[ManifestEntry], None] | None,
+    echo: Callable[[str], None],
+) -> IngestResult:
+    """The ingest proper, once the output folder is ours."""
+    prep = Preprocess(cfg.size, cfg.color)
     echo(f"dataset: {name} ({evidence}); root {root}")
     try:
-        records = open_dataset(name, root, cfg.split, probe_videos=False)
+        every = open_dataset(name, root, "all", probe_videos=False)  # all splits: no split's files look unused
     except (FileNotFoundError, ValueError) as exc:
         raise IngestError(str(exc)) from None
-    out.mkdir(parents=True, exist_ok=True)
+    skipped = [issue for issue in unlisted_files(root, every) if not Path(issue.file).is_relative_to(out)]
+    records = [r for r in every if r.split in select_split(cfg.split)]
     manifest = _open_manifest(out, name, evidence, root, prep, cfg)
+    if manifest.migration_note():
+        echo(f"note: {manifest.migration_note()}")
     for stale in remove_temporary_files(out / SHARD_DIR):
         echo(f"removed a half-written file from an interrupted run: {stale}")
 
@@ -110,12 +137,13 @@ def ingest(
         echo(f"warning {item['split']}/{item['video_id']}: {item['file']}: {item['reason']}")
     for item in plan.failed:
         echo(f"FAILED  {item['split']}/{item['video_id']}: {item['file']}: {item['reason']}")
+    _echo_skipped(skipped, echo)
     echo(f"{len(records)} videos listed: {plan.skipped} already ingested, {len(plan.todo)} to ingest, "
          f"{len(plan.failed)} unusable")
     ray_start = _start_ray(cfg.num_cpus) if plan.todo else 0.0
     progress = Progress(len(plan.todo), echo)
     tasks = [VideoTask.of(record, prep, out, name, cfg.encoding) for record in plan.todo]
-    ingested, failed = _ingest_videos(tasks, manifest, out, progress, on_video)
+    ingested, failed, warnings = _ingest_videos(tasks, manifest, out, progress, on_video)
     failed = plan.failed + failed
     elapsed = progress.elapsed
     report = {
@@ -126,7 +154,8 @@ def ingest(
         "ingested": ingested,
         "skipped_already_done": plan.skipped,
         "failed": failed,
-        "warnings": plan.warnings,
+        "warnings": plan.warnings + warnings,
+        "skipped_files": [{"file": issue.file, "reason": issue.reason} for issue in skipped],
         "frames": progress.frames,
         "ray_start_s": round(ray_start, 3),
         "seconds": round(elapsed, 3),
@@ -141,28 +170,44 @@ def ingest(
     return IngestResult(manifest, report, out)
 
 
+def _echo_skipped(skipped: list[Issue], echo: Callable[[str], None]) -> None:
+    """The files under --root that are not part of any video: the first few, then how many more."""
+    if not skipped:
+        return
+    echo(f"{len(skipped)} file(s) under --root are not part of any video (listed in {REPORT_FILE}):")
+    for issue in skipped[:SKIPPED_SHOWN]:
+        echo(f"skipped {issue.file}: {issue.reason}")
+    if len(skipped) > SKIPPED_SHOWN:
+        echo(f"... and {len(skipped) - SKIPPED_SHOWN} more")
+
+
 def _ingest_videos(
     tasks: list[VideoTask],
     manifest: Manifest,
     out: Path,
     progress: Progress,
     on_video: Callable[[ManifestEntry], None] | None,
-) -> tuple[int, list[dict[str, str]]]:
-    """Runs the tasks, recording each entry in the manifest as it comes; returns (videos ingested, failures).
+) -> tuple[int, list[dict[str, str]], list[dict[str, str]]]:
+    """Runs the tasks, recording each entry in the manifest as it comes; returns (videos ingested, failures, notes
+    that decoding added).
 
     The manifest is saved every MANIFEST_EVERY_S seconds and at the end, also on Ctrl-C: what finished is recorded,
     so a rerun skips it.
     """
     position = {v.key: i for i, v in enumerate(manifest.videos)}
-    ingested, failed = 0, []
+    ingested, failed, warnings = 0, [], []
     saved = _save(manifest, out)
     try:
         for entry in run_tasks(tasks) if tasks else ():
+            listed = manifest.videos[position[entry.key]]
             manifest.videos[position[entry.key]] = entry
+            for note in entry.notes[len(listed.notes):]:  # what decoding found, beyond what listing said
+                warnings.append(_problem(entry.video_id, entry.split, note))
+                progress.echo(f"warning {entry.split}/{entry.video_id}: {note.file}: {note.reason}")
             if entry.status == "done":
                 ingested += 1
             else:
-                failed.append(_problem(entry.video_id, entry.split, Issue(entry.file, entry.reason)))
+                failed.append(_problem(entry.video_id, entry.split, Issue(entry.file, entry.reason), entry.detail))
                 progress.echo(f"FAILED  {entry.split}/{entry.video_id}: {entry.file}: {entry.reason}")
             progress.update(entry)
             if time.perf_counter() - saved > MANIFEST_EVERY_S:
@@ -171,7 +216,7 @@ def _ingest_videos(
                 on_video(entry)
     finally:
         _save(manifest, out)
-    return ingested, failed
+    return ingested, failed, warnings
 
 
 def _plan(records: list[VideoRecord], manifest: Manifest, out: Path) -> _Plan:
@@ -206,9 +251,10 @@ def _is_done(entry: ManifestEntry | None, out: Path) -> bool:
     return shard.is_file() and shard.stat().st_size == entry.bytes
 
 
-def _problem(video_id: str, split: str, issue: Issue) -> dict[str, str]:
-    """A failure or warning as ingest_report.json lists it."""
-    return {"video_id": video_id, "split": split, "file": issue.file, "reason": issue.reason}
+def _problem(video_id: str, split: str, issue: Issue, detail: str | None = None) -> dict[str, str]:
+    """A failure or warning as ingest_report.json lists it; `detail` is the decoder's own words, when any."""
+    item = {"video_id": video_id, "split": split, "file": issue.file, "reason": issue.reason}
+    return item | {"detail": detail} if detail else item
 
 
 def _layout(dataset: str, root: Path) -> tuple[str, str]:

@@ -2,7 +2,8 @@
 
 Each row carries a pickled `VideoTask` in and a pickled `ManifestEntry` out, so both sides work with the typed
 objects while Ray Data moves bytes. One block per video: if a decoder crashes its worker, only that video's block
-is lost, and it is reported as failed.
+is lost, and it is reported as failed. A shard the output folder would not take comes back as an error and is raised
+in the driver (`ShardWriteError`): the job failed, not the video.
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ from collections.abc import Iterator
 
 from memae.datasets.records import Issue
 from pipelines.ingest.manifest import ManifestEntry
-from pipelines.ingest.worker import VideoTask, ingest_video
+from pipelines.ingest.worker import ShardWriteError, VideoTask, ingest_video
 
 
 def run_tasks(tasks: list[VideoTask]) -> Iterator[ManifestEntry]:
-    """Runs every task on the Ray cluster already started; yields each video's entry as it finishes."""
+    """Runs every task on the Ray cluster already started; yields each video's entry as it finishes.
+
+    Raises:
+        ShardWriteError: a worker could not write a shard into the output folder.
+    """
     import ray
 
     context = ray.data.DataContext.get_current()
@@ -32,6 +37,8 @@ def run_tasks(tasks: list[VideoTask]) -> Iterator[ManifestEntry]:
             warnings.simplefilter("ignore", DeprecationWarning)
             pipeline = pipeline.map(_ingest_row, num_cpus=1, max_retries=1)
         for row in pipeline.iter_rows():
+            if row["error"]:
+                raise ShardWriteError(row["error"])
             entry: ManifestEntry = pickle.loads(row["entry"])
             seen.add(entry.key)
             yield entry
@@ -43,6 +50,10 @@ def run_tasks(tasks: list[VideoTask]) -> Iterator[ManifestEntry]:
             yield ManifestEntry.failed(task.record, issue)
 
 
-def _ingest_row(row: dict[str, bytes]) -> dict[str, bytes]:
-    """Ray Data task body: one pickled `VideoTask` in, its pickled `ManifestEntry` out."""
-    return {"entry": pickle.dumps(ingest_video(pickle.loads(row["task"])))}
+def _ingest_row(row: dict[str, bytes]) -> dict[str, bytes | str]:
+    """Ray Data task body: one pickled `VideoTask` in, its pickled `ManifestEntry` out, or why its shard could not be
+    written (a task that raised would read as a crashed decoder)."""
+    try:
+        return {"entry": pickle.dumps(ingest_video(pickle.loads(row["task"]))), "error": ""}
+    except ShardWriteError as exc:
+        return {"entry": b"", "error": str(exc)}

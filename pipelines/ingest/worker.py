@@ -2,7 +2,8 @@
 
 Nothing here imports Ray: `ingest_video` is a plain function of a `VideoTask`, and never raises for bad input. A
 video that cannot be ingested comes back as a "failed" manifest entry naming the file and the reason, so one bad
-video never costs the others.
+video never costs the others. A shard that cannot be written is not the video's fault but the output folder's (full,
+read-only, gone): that raises `ShardWriteError`, and the job stops as failed rather than blaming every video.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from memae.datasets import Preprocess, VideoDecodeError, VideoRecord, iter_frames, probe
-from memae.datasets.decode import label_length_issue
+from memae.datasets import Preprocess, VideoDecodeError, VideoRecord, iter_frames
+from memae.datasets.decode import NO_FRAMES, label_length_issue, read_header
 from memae.datasets.records import Issue, ranges_from_labels
 from memae.files import safe_name
-from pipelines.ingest.manifest import ManifestEntry
+from pipelines.ingest.manifest import ManifestEntry, is_inside
 from pipelines.ingest.shards import SHARD_DIR, ShardWriter, frames_per_row_group
 
 DECODE_CHUNK = 64  # frames decoded at a time
@@ -37,29 +38,51 @@ class VideoTask:
 
     @classmethod
     def of(cls, record: VideoRecord, prep: Preprocess, out: Path, dataset: str, encoding: str) -> VideoTask:
-        """The task for `record`, stored at shards/<split>/<safe video id>.parquet under `out`."""
+        """The task for `record`, stored at shards/<split>/<safe video id>.parquet under `out`.
+
+        Raises:
+            ValueError: a shard path that would leave `out`, through its name or a link already in `out`.
+        """
         shard = f"{SHARD_DIR}/{record.split}/{safe_name(record.video_id)}.parquet"
+        if not is_inside(shard) or not (out / shard).resolve().is_relative_to(out.resolve()):
+            raise ValueError(f"{record.video_id!r} of split {record.split!r} would be stored outside {out}: {shard}")
         return cls(dataclasses.replace(record, masks=None), prep, out, shard, dataset, encoding)  # masks: not stored
 
 
+class ShardWriteError(RuntimeError):
+    """The output folder would not take a shard: the job's failure, not the video's."""
+
+
 def ingest_video(task: VideoTask) -> ManifestEntry:
-    """Decode one video and write its shard; returns its manifest entry, status "done" or "failed"."""
+    """Decode one video and write its shard; returns its manifest entry, status "done" or "failed".
+
+    Raises:
+        ShardWriteError: the shard could not be written.
+    """
     started = time.perf_counter()
-    record = probe(task.record)  # header frame count and fps; cheap, and catches label length mismatches early
+    record = task.record
     if record.problems:
-        return ManifestEntry.failed(record, record.problems[-1])
+        return ManifestEntry.failed(record, record.problems[0])
+    notes: list[Issue] = []
     path = task.out / task.shard
     try:
-        num_frames, shape = _write_shard(record, task, path)
+        record = read_header(record)  # frame count and fps; cheap, and catches label length mismatches early
+        if record.labels is not None and record.num_frames is not None and len(record.labels) != record.num_frames:
+            raise _LabelMismatch(label_length_issue(record, record.num_frames))
+        num_frames, shape = _write_shard(record, task, path, notes)
     except VideoDecodeError as exc:
-        return ManifestEntry.failed(record, Issue(exc.path, exc.reason))
+        return ManifestEntry.failed(record, Issue(exc.path, exc.reason), exc.detail, tuple(notes))
     except _LabelMismatch as exc:
-        return ManifestEntry.failed(record, exc.issue)
+        return ManifestEntry.failed(record, exc.issue, notes=tuple(notes))
+    except OSError as exc:  # decoding errors are VideoDecodeErrors: an OSError here is about writing the shard
+        raise ShardWriteError(f"cannot write {path}: {exc}") from exc
     except Exception as exc:  # anything else about this one input: report it, never lose the other videos
-        return ManifestEntry.failed(record, Issue(str(record.source), f"{type(exc).__name__}: {exc}"))
+        issue = Issue(str(record.source), "could not be ingested: an unexpected error (see detail)")
+        return ManifestEntry.failed(record, issue, f"{type(exc).__name__}: {exc}", tuple(notes))
     labels = record.frame_labels(num_frames)
     return dataclasses.replace(
         ManifestEntry.pending(record),
+        notes=(*record.notes, *notes),
         status="done",
         num_frames=num_frames,
         frame_shape=shape,
@@ -80,16 +103,18 @@ class _LabelMismatch(Exception):
         self.issue = issue
 
 
-def _write_shard(record: VideoRecord, task: VideoTask, path: Path) -> tuple[int, tuple[int, int, int]]:
+def _write_shard(
+    record: VideoRecord, task: VideoTask, path: Path, notes: list[Issue]
+) -> tuple[int, tuple[int, int, int]]:
     """Streams the decoded frames into the shard at `path`; returns (frames written, frame shape)."""
     meta = {
         "dataset": task.dataset, "video_id": record.video_id, "split": record.split, "source": str(record.source),
         "preprocessing": dataclasses.asdict(task.prep),
     }
-    chunks = iter_frames(record, task.prep, chunk=DECODE_CHUNK)
+    chunks = iter_frames(record, task.prep, chunk=DECODE_CHUNK, notes=notes)
     first = next(chunks, None)
     if first is None:
-        raise VideoDecodeError(record.source, "no frames")
+        raise VideoDecodeError(record.source, NO_FRAMES)
     shape = first.shape[1:]
     rows = frames_per_row_group(shape)
     labels = record.labels

@@ -49,11 +49,13 @@ def written_avi(tmp_path):
 def test_empty_missing_and_garbage_files(tmp_path):
     (tmp_path / "empty.avi").write_bytes(b"")
     (tmp_path / "garbage.mp4").write_bytes(os.urandom(20000))
-    cases = {"empty.avi": "file is empty", "missing.avi": "file not found", "garbage.mp4": "decord cannot open it"}
+    cases = {"empty.avi": "file is empty", "missing.avi": "file not found",
+             "garbage.mp4": r"not a video decord can read \(corrupt or truncated\)$"}
     for name, reason in cases.items():
         with pytest.raises(VideoDecodeError, match=reason) as info:
             decode(video_record(tmp_path / name), Preprocess())
         assert info.value.path == str(tmp_path / name)
+    assert "Error reading" in info.value.detail  # decord's own words are kept, apart from the reason
 
 
 def test_truncated_avi_is_caught_before_decord_sees_it(tmp_path):
@@ -78,9 +80,9 @@ def test_truncated_image_names_the_frame(archive, tmp_path):
     broken = tmp_path / "005.jpg"
     broken.write_bytes(record.frame_files[5].read_bytes()[:200])
     damaged = VideoRecord("x", "train", tmp_path, (*record.frame_files[:5], broken, *record.frame_files[6:]))
-    with pytest.raises(VideoDecodeError, match="cannot decode image") as info:
+    with pytest.raises(VideoDecodeError, match=r"cannot decode image \(corrupt, truncated or not an image\)$") as info:
         decode(damaged, Preprocess())
-    assert info.value.path == str(broken)
+    assert info.value.path == str(broken) and info.value.detail
 
 
 def test_probe_reads_the_header_and_turns_failures_into_problems(tmp_path):

@@ -80,7 +80,7 @@ def test_frames_without_any_label_folder_are_simply_unlabelled(fresh_archive):
     assert (record.frame_labels(TINY.frames) == -1).all()
 
 
-def test_video_folders_are_searched_recursively_with_splits_and_unique_ids(tmp_path):
+def test_video_folders_are_searched_recursively_with_splits_and_path_ids(tmp_path):
     frames = render_video(TINY, "train", 0).frames
     for rel in ["cam1/0001.mp4", "cam2/night/0001.avi", "cam2/0002.mkv", "test/0001.mp4", "notes/readme.txt"]:
         path = tmp_path / rel
@@ -91,13 +91,13 @@ def test_video_folders_are_searched_recursively_with_splits_and_unique_ids(tmp_p
             write_video(path, frames, 10.0)
     records = open_dataset("videos", tmp_path, probe_videos=False)
     assert [(r.split, r.video_id) for r in records] == [
-        ("train", "cam1__0001"),
-        ("train", "0002"),
-        ("train", "cam2__night__0001"),
-        ("test", "0001"),
+        ("train", "cam1/0001.mp4"),
+        ("train", "cam2/0002.mkv"),
+        ("train", "cam2/night/0001.avi"),
+        ("test", "test/0001.mp4"),
     ]
-    assert all(r.labels is None and not r.known_normal for r in records)
-    assert [r.video_id for r in open_dataset("videos", tmp_path, split="test")] == ["0001"]
+    assert all(r.labels is None and not r.known_normal and not r.problems for r in records)
+    assert [r.video_id for r in open_dataset("videos", tmp_path, split="test")] == ["test/0001.mp4"]
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

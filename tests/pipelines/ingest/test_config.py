@@ -11,7 +11,7 @@ from .test_ingest import REPO, load_job
 
 # The flags jobs/ingest.py has always taken, and the one added with the shared configuration.
 FLAGS = ["--dataset", "--root", "--out", "--size", "--color", "--split", "--clip-len", "--num-cpus", "--encoding",
-         "--verbose", "--config"]
+         "--verbose", "--config", "--wait-s"]
 
 
 def parse(*argv: str) -> IngestConfig:
@@ -24,6 +24,9 @@ def test_help_lists_every_flag_and_the_exit_status():
     assert result.returncode == 0
     assert all(flag in result.stdout for flag in FLAGS), result.stdout
     assert "Exit status" in result.stdout and "shanghaitech" in result.stdout and "'native'" in result.stdout
+    for status in ("0  every listed video", "1  some videos failed", "2  the ingest could not start",
+                   "3  the job itself failed", "4  another job is writing --out"):
+        assert status in result.stdout
 
 
 def test_flags_override_the_yaml_file(tmp_path):
@@ -52,7 +55,7 @@ def test_check_names_the_flag_at_fault():
     IngestConfig(**good).check()
     cases = [({"out": "/o"}, "--root"), ({**good, "encoding": "png"}, "--encoding"),
              ({**good, "size": (0, 4)}, "--size"), ({**good, "split": "val"}, "--split"),
-             ({**good, "num_cpus": 0}, "--num-cpus")]
+             ({**good, "num_cpus": 0}, "--num-cpus"), ({**good, "wait_s": -1}, "--wait-s")]
     for values, flag in cases:
         with pytest.raises(ValueError, match=f"^{flag}"):
             IngestConfig(**values).check()

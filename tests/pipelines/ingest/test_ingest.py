@@ -62,11 +62,43 @@ def test_ped2_round_trip_and_manifest(ingested_ped2):
         assert shard_metadata(run.out / entry["shard"])["video_id"] == video.video_id
 
 
+def assert_one_row_per_frame(out):
+    """Every shard holds each frame of its video exactly once, in order, and no other shard lies about: compressed
+    sizes cannot show duplication (zstd shrinks repeated clips below any bound), rows can."""
+    import pyarrow.parquet as pq
+
+    manifest = read_manifest(out)
+    done = [v for v in manifest["videos"] if v["status"] == "done"]
+    for entry in done:
+        frame = pq.read_table(out / entry["shard"], columns=["frame"]).column("frame").to_numpy()
+        assert np.array_equal(frame, np.arange(entry["num_frames"])), entry["video_id"]
+    assert sorted(p.relative_to(out).as_posix() for p in (out / "shards").rglob("*.parquet")) == sorted(
+        v["shard"] for v in done)
+    assert sum(pq.ParquetFile(out / v["shard"]).metadata.num_rows for v in done) == manifest["counts"]["frames"]
+
+
 def test_storage_is_not_multiplied_by_the_clip_length(ingested_ped2):
     counts = read_manifest(ingested_ped2.out)["counts"]
-    assert counts["raw_bytes"] == 4 * TINY.frames * 32 * 48
+    assert counts["frames"] == 4 * TINY.frames and counts["raw_bytes"] == 4 * TINY.frames * 32 * 48
+    assert_one_row_per_frame(ingested_ped2.out)
     on_disk = sum(p.stat().st_size for p in (ingested_ped2.out / "shards").rglob("*.parquet"))
     assert on_disk == counts["bytes"] and on_disk <= 1.5 * counts["raw_bytes"]
+
+
+def test_the_row_check_catches_a_clip_duplicating_shard(ingested_ped2, tmp_path):
+    """What the check above guards against: a writer that stores every frame once per clip containing it."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "copy"
+    shutil.copytree(ingested_ped2.out, out)
+    shard = out / read_manifest(out)["videos"][0]["shard"]
+    table = pq.read_table(shard)
+    pq.write_table(pa.concat_tables([table] * 16), shard)
+    with pytest.raises(AssertionError):
+        assert_one_row_per_frame(out)
 
 
 def test_image_column_is_an_arrow_tensor_or_raw_bytes(ingested_ped2, tmp_path):
@@ -136,7 +168,7 @@ def test_each_kind_of_bad_input_is_reported_and_everything_else_ingested(tmp_pat
         ("train", "02"): (train / "02.avi", "truncated"),
         ("train", "03"): (train / "03.avi", "file is empty"),
         ("test", "01"): (labels / "1_label.mat", "label file not found"),
-        ("test", "02"): (test / "02.avi", "decord cannot open it"),
+        ("test", "02"): (test / "02.avi", "not a video decord can read (corrupt or truncated)"),
         ("test", "03"): (vol_short, "20 frame labels for 03, which has 24 frames"),
     }
     if os.geteuid() != 0:  # root reads any file; the permission check itself is unit-tested in tests/datasets
@@ -150,6 +182,7 @@ def test_each_kind_of_bad_input_is_reported_and_everything_else_ingested(tmp_pat
     assert set(failed) == set(expected)
     for key, (path, reason) in expected.items():
         assert failed[key]["file"] == str(path) and reason in failed[key]["reason"]
+    assert failed[("test", "02")]["detail"] and "Error" not in failed[("test", "02")]["reason"]
     console = capsys.readouterr().out
     assert all(f"FAILED  {s}/{v}: {path}" in console for (s, v), (path, _) in expected.items())
     manifest = read_manifest(tmp_path / "out")

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -85,6 +86,29 @@ def test_a_malformed_manifest_is_refused_naming_the_file_and_the_field(ingested_
     (tmp_path / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(ManifestError, match=f"^{re.escape(str(tmp_path / 'manifest.json'))}: .*{field}"):
         Manifest.read(tmp_path)
+
+
+@pytest.mark.parametrize("field, value", [("split", "../../escaped"), ("shard", "../../escaped.parquet"),
+                                          ("shard", "/etc/passwd")])
+def test_write_refuses_what_read_would_refuse(ingested_ped2, tmp_path, field, value):
+    manifest = Manifest.read(ingested_ped2.out)
+    manifest.videos[1] = dataclasses.replace(manifest.videos[1], **{field: value})
+    with pytest.raises(ManifestError, match=rf"refusing to write videos\[1\]\.{field} '{re.escape(value)}'"):
+        manifest.write(tmp_path)
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def test_a_shard_is_never_planned_outside_the_output_folder(tmp_path):
+    from memae.datasets import Preprocess
+    from pipelines.ingest.worker import VideoTask
+
+    record = VideoRecord("../../x.mp4", "train", tmp_path / "x.mp4")
+    task = VideoTask.of(record, Preprocess(), tmp_path / "out", "videos", "tensor")
+    assert task.shard.startswith("shards/train/") and "/" not in task.shard[len("shards/train/"):]
+    (tmp_path / "out" / "shards").mkdir(parents=True)
+    (tmp_path / "out" / "shards" / "train").symlink_to(tmp_path)  # a link already in --out, leading out of it
+    with pytest.raises(ValueError, match="would be stored outside"):
+        VideoTask.of(record, Preprocess(), tmp_path / "out", "videos", "tensor")
 
 
 def test_text_that_is_not_json_is_refused(tmp_path):

@@ -1,0 +1,213 @@
+"""What an unattended nightly ingest of a growing, never-clean archive needs: stable ids, every file accounted for,
+one writer per output folder, exit codes a scheduler can act on, and a rerun after a kill -9 that finishes the job."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from memae.datasets import Preprocess, open_dataset
+from pipelines.ingest.clips import read_video_frames
+from pipelines.ingest.config import IngestConfig
+from pipelines.ingest.corpus import Corpus
+from pipelines.ingest.run import ingest
+from pipelines.ingest.shards import read_shard, shard_metadata
+
+from ...conftest import TINY, empty_video, tiny_video
+from ..conftest import run_ingest
+from .test_ingest import REPO, assert_one_row_per_frame, assert_round_trip, load_job, read_manifest
+
+SIZE = ["--size", "24x32"]
+
+
+def job_command(root, out, *extra):
+    return [sys.executable, str(REPO / "jobs" / "ingest.py"), "--root", str(root), "--out", str(out), *SIZE, *extra]
+
+
+def job_env(ray_session):
+    """A job joining the tests' Ray, as under `ray job submit`: no cluster start-up per job."""
+    return {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address, "PYTHONPATH": str(REPO)}
+
+
+def test_files_that_used_to_share_an_id_are_all_ingested_one_row_per_frame(tmp_path, ray_session):
+    root = tmp_path / "archive"
+    for index, rel in enumerate(("x/0001.mp4", "x/0001.avi", "cam1__0001.mp4", "cam1/0001.mp4")):
+        tiny_video(root / rel, index)
+    run = run_ingest(root, tmp_path / "out", dataset="videos", size=(24, 32))
+    assert run.result.ok and run.result.report["ingested"] == 4
+    manifest = read_manifest(run.out)
+    ids = sorted(v["video_id"] for v in manifest["videos"])
+    assert ids == ["cam1/0001.mp4", "cam1__0001.mp4", "x/0001.avi", "x/0001.mp4"]
+    assert len({v["shard"] for v in manifest["videos"]}) == 4 and manifest["counts"]["frames"] == 4 * TINY.frames
+    assert all(shard_metadata(run.out / v["shard"])["source"] == v["source"] for v in manifest["videos"])
+    assert_one_row_per_frame(run.out)
+    assert_round_trip(run, Preprocess((24, 32), "gray"))
+
+
+def test_an_odd_archive_is_accounted_for_file_by_file(tmp_path, ray_session, capsys):
+    root, elsewhere = tmp_path / "archive", tmp_path / "elsewhere"
+    tiny_video(root / "cam1" / "0001.mp4")
+    tiny_video(elsewhere / "outside.mp4")
+    os.symlink(root / "cam1" / "missing.mp4", root / "cam1" / "dangling.mp4")
+    os.symlink(root / "cam1" / "loop.mp4", root / "cam1" / "loop.mp4")
+    os.symlink(elsewhere / "outside.mp4", root / "cam1" / "outside.mp4")
+    (root / "cam2" / "x.mp4").mkdir(parents=True)
+    empty_video(root / "cam2" / "empty.mp4")
+    (root / "cam2" / "notes.txt").write_text("camera moved on Tuesday")
+
+    status = load_job("ingest").main(["--dataset", "videos", "--root", str(root), "--out", str(tmp_path / "out"),
+                                      *SIZE])
+    assert status == 1  # some inputs failed, the rest was ingested
+    report = json.loads((tmp_path / "out" / "ingest_report.json").read_text())
+    failed = {f["video_id"]: f["reason"] for f in report["failed"]}
+    assert failed == {
+        "cam1/dangling.mp4": f"a dangling symbolic link (to {root / 'cam1' / 'missing.mp4'}, which does not exist)",
+        "cam1/loop.mp4": "a symbolic link loop",
+        "cam1/outside.mp4": f"symbolic link to a file outside --root ({elsewhere / 'outside.mp4'})",
+        "cam2/empty.mp4": "holds no frames",
+    }
+    assert report["skipped_files"] == [
+        {"file": str(root / "cam2" / "notes.txt"), "reason": "not a video file (.txt)"},
+        {"file": str(root / "cam2" / "x.mp4"),
+         "reason": "a folder named like a video file (the files in it are searched)"},
+    ]
+    assert report["ingested"] == 1 and read_video_frames(tmp_path / "out", "cam1/0001.mp4").shape[0] == TINY.frames
+    console = capsys.readouterr().out
+    assert f"skipped {root / 'cam2' / 'notes.txt'}: not a video file (.txt)" in console
+    assert f"FAILED  train/cam2/empty.mp4: {root / 'cam2' / 'empty.mp4'}: holds no frames" in console
+
+
+def test_a_frame_size_change_mid_video_is_a_note_on_that_video(fresh_archive, tmp_path, ray_session):
+    from PIL import Image
+
+    root, _ = fresh_archive("frames")
+    changed = sorted((root / "training" / "frames" / "01").iterdir())[10]
+    Image.open(changed).resize((TINY.width * 2, TINY.height * 2)).save(changed)
+    run = run_ingest(root, tmp_path / "out", size=(24, 32))
+    reason = "frame size changes from 48x64 to 96x128 at frame 10; rescaled to 24x32 like the others"
+    assert run.result.ok and run.result.report["warnings"] == [
+        {"video_id": "01", "split": "train", "file": str(changed), "reason": reason}]
+    entry = next(v for v in read_manifest(run.out)["videos"] if v["video_id"] == "01" and v["split"] == "train")
+    assert entry["notes"] == [{"file": str(changed), "reason": reason}]
+    assert any(line.startswith("warning train/01: ") for line in run.lines)
+
+
+def test_a_manifest_with_the_old_ids_is_migrated_keeping_its_shards(tmp_path, ray_session):
+    root = tmp_path / "archive"
+    for index, rel in enumerate(("cam1/0001.mp4", "cam2/0001.mp4", "0002.mp4")):
+        tiny_video(root / rel, index)
+    out = tmp_path / "out"
+    assert run_ingest(root, out, dataset="videos", size=(24, 32)).result.ok
+    data = read_manifest(out)
+    old_ids = {"cam1/0001.mp4": "cam1__0001", "cam2/0001.mp4": "cam2__0001", "0002.mp4": "0002"}
+    for video in data["videos"]:  # as the previous version wrote them: stem ids, shards named after them
+        old = old_ids[video["video_id"]]
+        old_shard = f"shards/train/{old}.parquet"
+        (out / video["shard"]).rename(out / old_shard)
+        video["video_id"], video["shard"] = old, old_shard
+    (out / "manifest.json").write_text(json.dumps(data))
+
+    assert sorted(v.video_id for v in Corpus.open(out).videos()) == sorted(old_ids)  # read under the new ids
+    tiny_video(root / "cam3" / "0001.mp4", 3)  # and the archive grew meanwhile
+    rerun = run_ingest(root, out, dataset="videos", size=(24, 32))
+    assert rerun.result.ok and rerun.result.report["skipped_already_done"] == 3 and rerun.result.report["ingested"] == 1
+    notes = [line for line in rerun.lines if line.startswith("note: ")]
+    assert len(notes) == 1 and "3 video id(s) of the manifest renamed" in notes[0]
+    assert "('0002' is now '0002.mp4')" in notes[0]
+    manifest = read_manifest(out)
+    assert [v["video_id"] for v in manifest["videos"]] == ["0002.mp4", "cam1/0001.mp4", "cam2/0001.mp4",
+                                                           "cam3/0001.mp4"]
+    assert manifest["videos"][0]["shard"] == "shards/train/0002.parquet"  # kept where it was
+    assert_one_row_per_frame(out)
+    assert_round_trip(rerun, Preprocess((24, 32), "gray"))
+    assert not any(line.startswith("note: ") for line in run_ingest(root, out, dataset="videos", size=(24, 32)).lines)
+
+
+def test_a_second_ingest_on_the_same_out_exits_4_naming_the_holder_or_waits(tmp_path, ray_session):
+    root, out = tmp_path / "archive", tmp_path / "out"
+    for index in range(3):
+        tiny_video(root / f"{index:02d}.mp4", index)
+    contenders = {}
+
+    def contend(entry):
+        """While this process ingests into `out`, two more jobs start on it: one gives up, one waits."""
+        if not contenders:
+            env = job_env(ray_session)
+            contenders["busy"] = subprocess.run(job_command(root, out), env=env, capture_output=True, text=True,
+                                                timeout=120)
+            contenders["waiting"] = subprocess.Popen(job_command(root, out, "--wait-s", "120"), env=env, text=True,
+                                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    holder = ingest(IngestConfig(root=root, out=out, size=(24, 32)), on_video=contend, echo=lambda _: None)
+    assert holder.ok
+    busy = contenders["busy"]
+    assert busy.returncode == 4, busy.stdout + busy.stderr
+    assert f"is being written by another job (host {socket.gethostname()}, pid {os.getpid()}, started" in busy.stderr
+    waited = contenders["waiting"].communicate(timeout=120)[0]
+    assert contenders["waiting"].returncode == 0, waited
+    assert "3 videos listed: 3 already ingested, 0 to ingest" in waited
+
+
+def test_exit_3_when_the_job_itself_fails_not_its_inputs(tmp_path, ray_session, monkeypatch, capsys):
+    root = tmp_path / "archive"
+    tiny_video(root / "0001.mp4")
+    out = tmp_path / "out"
+    (out / "shards").mkdir(parents=True)
+    (out / "shards" / "train").write_text("a file where the shard folder should be")  # --out will not take shards
+    job = load_job("ingest")
+    assert job.main(["--root", str(root), "--out", str(out), *SIZE]) == 3
+    assert f"cannot write {out / 'shards' / 'train' / '0001.mp4.parquet'}" in capsys.readouterr().err
+    assert read_manifest(out)["videos"][0]["status"] == "pending"  # not blamed on the video: a rerun retries it
+
+    def cluster_gone(*args, **kwargs):
+        raise ConnectionError("the Ray cluster went away")
+
+    monkeypatch.setattr(job, "ingest", cluster_gone)
+    assert job.main(["--root", str(root), "--out", str(tmp_path / "other"), *SIZE]) == 3
+    assert "the ingest itself failed (ConnectionError: the Ray cluster went away)" in capsys.readouterr().err
+
+
+def test_kill_9_of_the_driver_mid_run_then_a_rerun_gives_what_an_uninterrupted_run_gives(tmp_path, ray_session):
+    root = tmp_path / "archive"
+    originals = [tiny_video(tmp_path / f"original{i}.mp4", i) for i in range(2)]
+    for i in range(40):
+        (root / f"cam{i % 4}").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(originals[i % 2], root / f"cam{i % 4}" / f"{i:04d}.mp4")
+    killed, reference = tmp_path / "killed", tmp_path / "reference"
+    with open(tmp_path / "job.log", "w") as log:
+        job = subprocess.Popen(job_command(root, killed), env=job_env(ray_session), stdout=log, stderr=log)
+        try:
+            deadline = time.monotonic() + 120
+            while job.poll() is None and _shards(killed) < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            job.send_signal(signal.SIGKILL)  # the driver only, as when its node or container dies
+        finally:
+            job.wait(timeout=60)
+    at_kill = _shards(killed)
+    assert job.returncode == -signal.SIGKILL and 3 <= at_kill < 40, f"killed with {at_kill} of 40 shards written"
+    assert not read_manifest(killed)["complete"]
+
+    rerun = run_ingest(root, killed, size=(24, 32))
+    assert rerun.result.ok and rerun.result.report["ingested"] + rerun.result.report["skipped_already_done"] == 40
+    assert run_ingest(root, reference, size=(24, 32)).result.ok
+    assert _entries(killed) == _entries(reference)
+    for entry in read_manifest(killed)["videos"]:
+        frames, labels = read_shard(killed / entry["shard"])
+        expected_frames, expected_labels = read_shard(reference / entry["shard"])
+        assert (frames == expected_frames).all() and (labels == expected_labels).all()
+    assert_one_row_per_frame(killed)
+    assert not list(killed.rglob(".*.tmp-*"))
+    assert len(open_dataset("videos", root, probe_videos=False)) == read_manifest(killed)["counts"]["done"] == 40
+
+
+def _shards(out):
+    return len(list((out / "shards").rglob("*.parquet"))) if (out / "shards").is_dir() else 0
+
+
+def _entries(out):
+    """Per-video entries of a manifest without their timings."""
+    return [{k: v for k, v in entry.items() if k != "seconds"} for entry in read_manifest(out)["videos"]]
