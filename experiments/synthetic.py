@@ -449,8 +449,8 @@ def _frames_with_npy_labels(testing: Path, video_id: str, video: SynthVideo) -> 
 
 
 def _videos(out: Path, video: SynthVideo, index: int, cfg: SynthConfig) -> tuple[str, list[Path]]:
-    video_id = f"{index + 1:02d}"
-    return video_id, [write_video(out / video.split / f"{video_id}.mp4", video.frames, cfg.fps)]
+    name = f"{video.split}/{index + 1:02d}.mp4"  # the reader's id: the path under the archive's root
+    return name, [write_video(out / name, video.frames, cfg.fps)]
 
 
 _WRITERS: dict[str, Callable[[Path, SynthVideo, int, SynthConfig], tuple[str, list[Path]]]] = {
