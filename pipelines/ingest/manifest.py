@@ -300,6 +300,12 @@ def _migrate_video_ids(videos: list[ManifestEntry], root: str) -> tuple[list[Man
     return kept, renamed
 
 
+def read_entry(data: Any, where: Path) -> ManifestEntry:
+    """One video's entry from its JSON object (as a manifest or a sealed shard holds it), checked like the manifest's
+    own; `where` names the file in errors."""
+    return _read_entry(_Fields(data, where))
+
+
 def _read_entry(fields: _Fields) -> ManifestEntry:
     """One entry of `videos`: what every status requires, checked."""
     status = fields.choice("status", STATUSES)

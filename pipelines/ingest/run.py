@@ -29,9 +29,11 @@ lock file .memae.lock naming the last job that wrote it.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -41,9 +43,16 @@ from memae.datasets.records import Issue, select_split
 from memae.files import remove_temporary_files, write_json_atomic
 from pipelines.common.lock import folder_lock
 from pipelines.ingest.config import IngestConfig
-from pipelines.ingest.manifest import MANIFEST_FILE, FramePreprocessing, Manifest, ManifestEntry, software_versions
+from pipelines.ingest.manifest import (
+    MANIFEST_FILE,
+    FramePreprocessing,
+    Manifest,
+    ManifestEntry,
+    read_entry,
+    software_versions,
+)
 from pipelines.ingest.progress import Progress
-from pipelines.ingest.shards import SHARD_DIR, storage_description
+from pipelines.ingest.shards import SHARD_DIR, shard_metadata, shard_record, storage_description
 from pipelines.ingest.tasks import run_tasks
 from pipelines.ingest.worker import VideoTask
 
@@ -76,10 +85,12 @@ class IngestResult:
 class _Plan:
     """The listed videos sorted: to ingest, already done, unusable; and what listing found worth a warning."""
 
-    todo: list[VideoRecord]
+    todo: list[VideoTask]
     skipped: int
     failed: list[dict[str, str]]
     warnings: list[dict[str, str]]
+    found_on_disk: int = 0  # complete shards the manifest had not recorded (a killed run's last videos)
+    redone: list[str] = field(default_factory=list)  # shards on disk that do not match this run: why each is redone
 
 
 def ingest(
@@ -132,18 +143,20 @@ def _ingest(
     for stale in remove_temporary_files(out / SHARD_DIR):
         echo(f"removed a half-written file from an interrupted run: {stale}")
 
-    plan = _plan(records, manifest, out)
+    plan = _plan(records, manifest, [VideoTask.of(record, prep, out, name, cfg.encoding) for record in records])
     for item in plan.warnings:
         echo(f"warning {item['split']}/{item['video_id']}: {item['file']}: {item['reason']}")
     for item in plan.failed:
         echo(f"FAILED  {item['split']}/{item['video_id']}: {item['file']}: {item['reason']}")
     _echo_skipped(skipped, echo)
-    echo(f"{len(records)} videos listed: {plan.skipped} already ingested, {len(plan.todo)} to ingest, "
+    for item in plan.redone:
+        echo(f"redoing {item}")
+    found = f" ({plan.found_on_disk} found complete on disk and recorded now)" if plan.found_on_disk else ""
+    echo(f"{len(records)} videos listed: {plan.skipped} already ingested{found}, {len(plan.todo)} to ingest, "
          f"{len(plan.failed)} unusable")
     ray_start = _start_ray(cfg.num_cpus) if plan.todo else 0.0
     progress = Progress(len(plan.todo), echo)
-    tasks = [VideoTask.of(record, prep, out, name, cfg.encoding) for record in plan.todo]
-    ingested, failed, warnings = _ingest_videos(tasks, manifest, out, progress, on_video)
+    ingested, failed, warnings = _ingest_videos(plan.todo, manifest, out, progress, on_video)
     failed = plan.failed + failed
     elapsed = progress.elapsed
     report = {
@@ -153,6 +166,8 @@ def _ingest(
         "listed": len(records),
         "ingested": ingested,
         "skipped_already_done": plan.skipped,
+        "found_on_disk": plan.found_on_disk,
+        "redone": plan.redone,
         "failed": failed,
         "warnings": plan.warnings + warnings,
         "skipped_files": [{"file": issue.file, "reason": issue.reason} for issue in skipped],
@@ -219,24 +234,31 @@ def _ingest_videos(
     return ingested, failed, warnings
 
 
-def _plan(records: list[VideoRecord], manifest: Manifest, out: Path) -> _Plan:
+def _plan(records: list[VideoRecord], manifest: Manifest, tasks: list[VideoTask]) -> _Plan:
     """Sorts the listed videos into to-do, already done and unusable; lays out the manifest's entries in list order.
 
-    A video still to ingest is recorded as pending, so that an interrupted run never leaves it marked done.
+    A video is done when the manifest says so and its shard is there, or when its shard is there, complete and
+    sealed for this very video and settings though the manifest never recorded it (the driver of a killed run hears
+    of finished videos late): the manifest is brought up to date from the shard. A video still to ingest is recorded
+    as pending, so that an interrupted run never leaves it marked done.
     """
     entries = {v.key: v for v in manifest.videos}
     plan = _Plan([], 0, [], [])
-    for record in records:
+    for record, task in zip(records, tasks, strict=True):
         key = (record.split, record.video_id)
         plan.warnings += [_problem(record.video_id, record.split, issue) for issue in record.notes]
         if record.problems:
             entries[key] = ManifestEntry.failed(record, record.problems[0])
             plan.failed += [_problem(record.video_id, record.split, issue) for issue in record.problems]
-        elif _is_done(entries.get(key), out):
+        elif _is_done(entries.get(key), task.out):
             plan.skipped += 1
+        elif (found := _found_on_disk(task, plan.redone)) is not None:
+            entries[key] = found
+            plan.skipped += 1
+            plan.found_on_disk += 1
         else:
             entries[key] = ManifestEntry.pending(record)
-            plan.todo.append(record)
+            plan.todo.append(task)
     listed = {(r.split, r.video_id): None for r in records}  # in listing order
     manifest.videos = [entries[key] for key in listed]
     manifest.videos += [v for k, v in entries.items() if k not in listed]  # other splits, from earlier runs
@@ -249,6 +271,31 @@ def _is_done(entry: ManifestEntry | None, out: Path) -> bool:
         return False
     shard = out / entry.shard
     return shard.is_file() and shard.stat().st_size == entry.bytes
+
+
+def _found_on_disk(task: VideoTask, redone: list[str]) -> ManifestEntry | None:
+    """The entry a complete shard at the task's path was sealed with, when it is this video's with this run's
+    settings; else None, with the reason added to `redone` when a shard is there but will be written again."""
+    path = task.out / task.shard
+    if not path.is_file():
+        return None
+    try:
+        written, record = shard_metadata(path), shard_record(path)
+    except (OSError, ValueError) as exc:  # not a Parquet file any more, or a damaged footer
+        redone.append(f"{path}: unreadable ({exc})")
+        return None
+    wanted = {"dataset": task.dataset, "video_id": task.record.video_id, "split": task.record.split,
+              "source": str(task.record.source), "preprocessing": dataclasses.asdict(task.prep)}
+    differs = sorted(k for k, v in wanted.items() if written.get(k) != json.loads(json.dumps(v)))
+    if record is None or differs or record.get("encoding") != task.encoding:
+        why = f"written with other {', '.join(differs) or 'encoding'}" if record is not None else "not sealed"
+        redone.append(f"{path}: {why}")
+        return None
+    try:
+        return read_entry({**record, "bytes": path.stat().st_size}, path)
+    except ValueError as exc:
+        redone.append(f"{path}: {exc}")
+        return None
 
 
 def _problem(video_id: str, split: str, issue: Issue, detail: str | None = None) -> dict[str, str]:

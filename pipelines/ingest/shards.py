@@ -37,6 +37,7 @@ META_KEY = b"memae"
 COMPRESSION, COMPRESSION_LEVEL = "zstd", 1
 ENCODINGS = ("tensor", "binary")
 SHAPE_KEY = b"memae.shape"
+RECORD_KEY = b"memae.entry"  # in the footer: the video's manifest entry, written when the shard is complete
 ROW_GROUP_BYTES = 8 << 20  # frames held in memory at once while writing or reading
 
 
@@ -118,6 +119,11 @@ class ShardWriter:
     def __enter__(self) -> ShardWriter:
         return self
 
+    def seal(self, record: dict) -> None:
+        """Writes `record` (the video's manifest entry) into the file's footer, so that a finished shard says what it
+        holds even when the manifest never heard of it (a driver killed before it could record the video)."""
+        self._writer.add_key_value_metadata({RECORD_KEY.decode(): json.dumps(record)})
+
     def __exit__(self, exc_type, exc, tb) -> None:
         self._writer.close()
         if exc_type is None:
@@ -130,6 +136,13 @@ def shard_metadata(path: str | Path) -> dict:
     """The metadata a shard was written with (video id, split, preprocessing...)."""
     raw = pq.read_schema(path).metadata or {}
     return json.loads(raw[META_KEY]) if META_KEY in raw else {}
+
+
+def shard_record(path: str | Path) -> dict | None:
+    """The manifest entry a finished shard was sealed with (`ShardWriter.seal`); None for shards written before
+    shards were sealed."""
+    raw = pq.read_metadata(path).metadata or {}
+    return json.loads(raw[RECORD_KEY]) if RECORD_KEY in raw else None
 
 
 def iter_shard(

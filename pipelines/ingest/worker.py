@@ -69,7 +69,7 @@ def ingest_video(task: VideoTask) -> ManifestEntry:
         record = read_header(record)  # frame count and fps; cheap, and catches label length mismatches early
         if record.labels is not None and record.num_frames is not None and len(record.labels) != record.num_frames:
             raise _LabelMismatch(label_length_issue(record, record.num_frames))
-        num_frames, shape = _write_shard(record, task, path, notes)
+        entry = _write_shard(record, task, path, notes, started)
     except VideoDecodeError as exc:
         return ManifestEntry.failed(record, Issue(exc.path, exc.reason), exc.detail, tuple(notes))
     except _LabelMismatch as exc:
@@ -79,6 +79,12 @@ def ingest_video(task: VideoTask) -> ManifestEntry:
     except Exception as exc:  # anything else about this one input: report it, never lose the other videos
         issue = Issue(str(record.source), "could not be ingested: an unexpected error (see detail)")
         return ManifestEntry.failed(record, issue, f"{type(exc).__name__}: {exc}", tuple(notes))
+    return dataclasses.replace(entry, bytes=path.stat().st_size)
+
+
+def _done_entry(record: VideoRecord, task: VideoTask, num_frames: int, shape: tuple[int, int, int],
+                notes: list[Issue], seconds: float) -> ManifestEntry:
+    """The manifest entry of a video whose shard holds `num_frames` frames (its size in bytes comes once closed)."""
     labels = record.frame_labels(num_frames)
     return dataclasses.replace(
         ManifestEntry.pending(record),
@@ -88,10 +94,9 @@ def ingest_video(task: VideoTask) -> ManifestEntry:
         frame_shape=shape,
         shard=task.shard,
         encoding=task.encoding,
-        bytes=path.stat().st_size,
         labelled=bool((labels >= 0).all()),
         anomaly_ranges=tuple(ranges_from_labels(labels)),
-        seconds=round(time.perf_counter() - started, 3),
+        seconds=round(seconds, 3),
     )
 
 
@@ -104,9 +109,9 @@ class _LabelMismatch(Exception):
 
 
 def _write_shard(
-    record: VideoRecord, task: VideoTask, path: Path, notes: list[Issue]
-) -> tuple[int, tuple[int, int, int]]:
-    """Streams the decoded frames into the shard at `path`; returns (frames written, frame shape)."""
+    record: VideoRecord, task: VideoTask, path: Path, notes: list[Issue], started: float
+) -> ManifestEntry:
+    """Streams the decoded frames into the shard at `path` and seals it with the video's entry, which it returns."""
     meta = {
         "dataset": task.dataset, "video_id": record.video_id, "split": record.split, "source": str(record.source),
         "preprocessing": dataclasses.asdict(task.prep),
@@ -129,7 +134,9 @@ def _write_shard(
             _flush(writer, pending, labels, record)
         if labels is not None and len(labels) != writer.num_frames:
             raise _LabelMismatch(label_length_issue(record, writer.num_frames))
-    return writer.num_frames, shape
+        entry = _done_entry(record, task, writer.num_frames, shape, notes, time.perf_counter() - started)
+        writer.seal(dataclasses.replace(entry, seconds=None).to_json())  # no timing: same video, same bytes
+    return entry
 
 
 def _flush(writer: ShardWriter, pending: list[np.ndarray], labels: np.ndarray | None, record: VideoRecord) -> None:

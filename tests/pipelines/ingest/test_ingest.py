@@ -140,8 +140,10 @@ def test_resume_after_an_interrupted_run(tmp_path, ray_session):
     stale.write_bytes(b"half a file")
 
     rerun = run_ingest(root, out, size=(24, 32))
-    assert rerun.result.ok and rerun.result.report["skipped_already_done"] == len(done)
-    assert rerun.result.report["ingested"] == 6 - len(done)
+    # Every finished shard counts, also those finished after the manifest was last saved.
+    assert rerun.result.ok and rerun.result.report["skipped_already_done"] == len(visible)
+    assert rerun.result.report["found_on_disk"] == len(visible) - len(done)
+    assert rerun.result.report["ingested"] == 6 - len(visible)
     assert not stale.exists() and any("half-written" in line for line in rerun.lines)
     assert read_manifest(out)["complete"] and len(visible) >= len(done)
     assert_round_trip(rerun, Preprocess((24, 32), "gray"))

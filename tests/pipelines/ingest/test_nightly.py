@@ -187,14 +187,22 @@ def test_kill_9_of_the_driver_mid_run_then_a_rerun_gives_what_an_uninterrupted_r
             job.send_signal(signal.SIGKILL)  # the driver only, as when its node or container dies
         finally:
             job.wait(timeout=60)
+    time.sleep(2)  # a task still finishing as the driver died has renamed its shard into place by now, or never will
     at_kill = _shards(killed)
+    recorded = sum(entry["status"] == "done" for entry in read_manifest(killed)["videos"])
     assert job.returncode == -signal.SIGKILL and 3 <= at_kill < 40, f"killed with {at_kill} of 40 shards written"
     assert not read_manifest(killed)["complete"]
 
     rerun = run_ingest(root, killed, size=(24, 32))
-    assert rerun.result.ok and rerun.result.report["ingested"] + rerun.result.report["skipped_already_done"] == 40
+    report = rerun.result.report
+    assert rerun.result.ok and report["ingested"] + report["skipped_already_done"] == 40
+    # Not one finished video is ingested again, whether or not the killed driver had heard of it.
+    assert report["skipped_already_done"] == at_kill and report["found_on_disk"] == at_kill - recorded
     assert run_ingest(root, reference, size=(24, 32)).result.ok
-    assert _entries(killed) == _entries(reference)
+    assert len(_entries(killed)) == len(_entries(reference))
+    for got, want in zip(_entries(killed), _entries(reference), strict=True):
+        assert got == want, {k: (got.get(k), want.get(k)) for k in got.keys() | want.keys()
+                             if got.get(k) != want.get(k)}
     for entry in read_manifest(killed)["videos"]:
         frames, labels = read_shard(killed / entry["shard"])
         expected_frames, expected_labels = read_shard(reference / entry["shard"])
@@ -211,3 +219,28 @@ def _shards(out):
 def _entries(out):
     """Per-video entries of a manifest without their timings."""
     return [{k: v for k, v in entry.items() if k != "seconds"} for entry in read_manifest(out)["videos"]]
+
+
+def test_a_sealed_shard_the_manifest_never_recorded_counts_as_done_and_a_mismatched_one_is_redone(tmp_path,
+                                                                                                   ray_session):
+    root = tmp_path / "archive"
+    for i in range(3):
+        tiny_video(root / f"{i}.mp4", i)
+    out = tmp_path / "out"
+    assert run_ingest(root, out, size=(24, 32)).result.ok
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["videos"] = [{**v, "status": "pending"} for v in manifest["videos"]]  # as a killed driver left it
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "shards").rglob("*.parquet")}
+
+    again = run_ingest(root, out, size=(24, 32)).result
+    assert again.report["ingested"] == 0 and again.report["found_on_disk"] == 3
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps, "no shard was written again"
+    assert read_manifest(out)["complete"] and read_manifest(out)["counts"]["frames"] > 0
+
+    other = run_ingest(root, tmp_path / "other", size=(24, 32), color="rgb").result  # other settings, same ids
+    shutil.copytree(tmp_path / "other" / "shards", out / "shards", dirs_exist_ok=True)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    redone = run_ingest(root, out, size=(24, 32)).result
+    assert other.ok and redone.report["ingested"] == 3 and len(redone.report["redone"]) == 3
+    assert "written with other preprocessing" in redone.report["redone"][0]
