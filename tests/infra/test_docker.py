@@ -77,12 +77,13 @@ def test_pin_script_pins_this_environment():
 
 
 def test_explicit_pins_in_dockerfiles_match_constraints():
-    """torch in the image and mlflow in the tracking server are the releases the jobs were tested with."""
+    """torch in the image and mlflow in the tracking server are the releases the jobs were tested with (the server
+    with its authentication app)."""
     pinned = pins()
     image = (INFRA / "docker" / "Dockerfile").read_text()
     server = (INFRA / "mlflow" / "Dockerfile").read_text()
     assert f'"torch=={pinned["torch"]}"' in image
-    assert f"mlflow=={pinned['mlflow']}" in server
+    assert f'"mlflow[auth]=={pinned["mlflow"]}"' in server
 
 
 def test_build_context_holds_what_the_image_copies():

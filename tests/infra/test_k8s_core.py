@@ -76,7 +76,8 @@ def test_secrets_are_created_by_the_readme():
     text = "\n".join(path.read_text() for path in sorted((INFRA / "k8s").glob("*.yaml")))
     referenced = set(re.findall(r"secretKeyRef:\s*\n\s*name: (\S+)", text))
     referenced |= set(re.findall(r"secretName: (\S+)", text))
-    assert referenced == {"memae-mlflow-db", "memae-ray-token"}
+    assert referenced == {"memae-mlflow-db", "memae-mlflow-auth", "memae-mlflow-train", "memae-mlflow-score",
+                          "memae-ray-token"}
     readme = (INFRA / "README.md").read_text()
     for secret in referenced:
         assert re.search(rf"kubectl -n memae create secret generic {secret} ", readme), secret
@@ -131,3 +132,87 @@ def test_nightly_cronjob_creates_the_rayjob_in_its_configmap():
     role = by_name("Role", binding["roleRef"]["name"])
     assert role["rules"] == [{"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["create"]}]
     assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+
+
+def env_sources(container: dict) -> dict[str, tuple[str, str] | str]:
+    """NAME -> (secret, key) for variables from a Secret, NAME -> value for the others."""
+    return {
+        item["name"]: (item["valueFrom"]["secretKeyRef"]["name"], item["valueFrom"]["secretKeyRef"]["key"])
+        if "valueFrom" in item else item["value"]
+        for item in container.get("env", [])
+    }
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    """Whether a matchLabels-only label selector selects an object with these labels."""
+    assert set(selector) == {"matchLabels"}, "only matchLabels is used here"
+    return all(labels.get(key) == value for key, value in selector["matchLabels"].items())
+
+
+def test_mlflow_server_requires_authentication():
+    """The server runs MLflow's basic-auth app; its admin password and form key come from a Secret; its user store
+    has a volume of its own, not the artifact volume the server serves."""
+    pod = by_name("Deployment", "memae-mlflow")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    args = container["args"]
+    assert args[:2] == ["mlflow", "server"] and args[args.index("--app-name") + 1] == "basic-auth"
+    env = env_sources(container)
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == ("memae-mlflow-auth", "admin-password")
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == ("memae-mlflow-auth", "secret-key")
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"  # the one path that needs no credentials
+    mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+    claims = {volume["name"]: volume["persistentVolumeClaim"]["claimName"] for volume in pod["volumes"]}
+    assert claims[mounts["/mlflow-auth"]] == "memae-mlflow-auth" != claims[mounts["/mlartifacts"]]
+    # Both are ReadWriteOnce and the store is SQLite: never two server pods at once.
+    deployment = by_name("Deployment", "memae-mlflow")["spec"]
+    assert deployment["replicas"] == 1 and deployment["strategy"]["type"] == "Recreate"
+
+
+def test_ray_pods_authenticate_to_mlflow_as_their_job():
+    """Every Ray container gets an MLflow user from a Secret: the nightly scoring clusters the scoring user (who may
+    only read the model), the training and interactive clusters the training user (who moves @champion)."""
+    for label, obj in ray_objects():
+        scoring = obj["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "score"
+        secret = "memae-mlflow-score" if scoring else "memae-mlflow-train"
+        for group, template in pod_templates(cluster_spec(obj)):
+            for container in template["spec"]["containers"]:
+                env = env_sources(container)
+                assert env["MLFLOW_TRACKING_USERNAME"] == (secret, "username"), f"{label} {group}"
+                assert env["MLFLOW_TRACKING_PASSWORD"] == (secret, "password"), f"{label} {group}"
+
+
+def test_network_policies_admit_only_the_ray_pods_to_mlflow():
+    """MLflow takes connections from memae's Ray pods only (on its HTTP port), PostgreSQL from MLflow only."""
+    mlflow_policy = by_name("NetworkPolicy", "memae-mlflow")["spec"]
+    server_labels = by_name("Deployment", "memae-mlflow")["spec"]["template"]["metadata"]["labels"]
+    assert selects(mlflow_policy["podSelector"], server_labels)
+    assert mlflow_policy["policyTypes"] == ["Ingress"]
+    (rule,) = mlflow_policy["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": "http"}]
+    (source,) = rule["from"]
+    assert set(source) == {"podSelector"}  # pods of this namespace, not other namespaces or addresses
+
+    ray_pods = [template for _, obj in ray_objects() for _, template in pod_templates(cluster_spec(obj))]
+    assert all(selects(source["podSelector"], template.get("metadata", {}).get("labels", {})) for template in ray_pods)
+    others = [doc["spec"]["template"] for doc in objects("Deployment") + objects("StatefulSet")]
+    others.append(by_name("CronJob", "memae-score-nightly")["spec"]["jobTemplate"]["spec"]["template"])
+    assert not any(selects(source["podSelector"], template.get("metadata", {}).get("labels", {}))
+                   for template in others)
+
+    database_policy = by_name("NetworkPolicy", "memae-postgres")["spec"]
+    database_labels = by_name("StatefulSet", "memae-postgres")["spec"]["template"]["metadata"]["labels"]
+    assert selects(database_policy["podSelector"], database_labels)
+    (rule,) = database_policy["ingress"]
+    assert [selects(peer["podSelector"], server_labels) for peer in rule["from"]] == [True]
+    assert rule["ports"] == [{"protocol": "TCP", "port": "postgres"}]
+
+
+def test_nightly_cronjob_retries_only_its_own_kubectl():
+    """The CronJob's pod only creates the RayJob (the scoring job's retries on exit 3 run inside it): a few tries of
+    `kubectl create`, and a pod disrupted before it ran does not count as one."""
+    job = by_name("CronJob", "memae-score-nightly")["spec"]["jobTemplate"]["spec"]
+    assert job["template"]["spec"]["restartPolicy"] == "Never"  # what podFailurePolicy requires
+    assert 0 < job["backoffLimit"] <= 3
+    assert job["podFailurePolicy"]["rules"] == [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    ]

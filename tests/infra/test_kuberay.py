@@ -23,6 +23,7 @@ OBJECTS = ray_objects()
 IDS = [label for label, _ in OBJECTS]
 IMAGE = f"CHANGE_ME_REGISTRY/memae:{metadata.version('memae')}"
 IMAGE_DIR = "/home/ray/memae"  # WORKDIR of infra/docker/Dockerfile
+RETRY = ["bash", f"{IMAGE_DIR}/infra/docker/retry-on-3.sh"]  # the schedules' wrapper: a retry on exit 3 only
 
 
 def pinned_ray() -> str:
@@ -149,12 +150,15 @@ def test_training_registers_the_model_that_scoring_uses():
 
 
 def commands() -> list[tuple[str, list[str]]]:
-    """(label, argv) of every job command in an entry point, with the image's paths mapped to this repository."""
+    """(label, argv) of every job command in an entry point, with the image's paths mapped to this repository (and
+    without the retry wrapper)."""
     found = []
     for label, obj in OBJECTS:
         if entrypoint(obj):
             for command in entrypoint(obj).split("&&"):
                 argv = shlex.split(command)
+                if argv[:2] == RETRY:
+                    argv = argv[3:]
                 assert argv[0] == "python" and argv[1].startswith(f"{IMAGE_DIR}/jobs/"), command
                 found.append((label, [str(REPO / argv[1].removeprefix(f"{IMAGE_DIR}/")), *argv[2:]]))
     return found
@@ -178,3 +182,24 @@ def test_entrypoint_flags_exist(label, argv):
         pytest.skip(f"{script} is not written yet")
     for flag in [word for word in argv[1:] if word.startswith("--")]:
         assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", job_help(script)), f"{label}: {script} has no {flag}"
+
+
+def test_schedules_retry_only_exit_3():
+    """KubeRay reruns a failed RayJob on a new cluster whatever the job's exit status (only a passed deadline stops
+    it), so no RayJob asks it to (backoffLimit 0); the nightly entry point reruns the job itself, on exit 3 only,
+    through the wrapper the image carries. Training is not rerun: a new run would start over (see --resume)."""
+    # The image holds the wrapper where the entry points look for it.
+    dockerfile = (INFRA / "docker" / "Dockerfile").read_text()
+    assert f"WORKDIR {IMAGE_DIR}\n" in dockerfile
+    assert "COPY --chown=ray:users infra/docker/retry-on-3.sh infra/docker/retry-on-3.sh\n" in dockerfile
+    for label, obj in OBJECTS:
+        if obj["kind"] == "RayCluster":
+            continue
+        job = obj["spec"]["jobTemplate"] if obj["kind"] == "RayCronJob" else obj["spec"]
+        assert job["backoffLimit"] == 0, label
+        argv = shlex.split(entrypoint(obj))
+        if "score" in label:
+            assert argv[:2] == RETRY and 2 <= int(argv[2]) <= 5, label
+            assert "&&" not in entrypoint(obj) and argv[3:5] == ["python", f"{IMAGE_DIR}/jobs/score.py"], label
+        else:
+            assert RETRY[1] not in argv, label

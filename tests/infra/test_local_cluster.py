@@ -1,8 +1,9 @@
 """End to end on a real two-node Ray cluster on this machine, built and torn down with infra/local/ scripts.
 
-A head (3 logical CPUs) and a worker node (2) join with token authentication on; an MLflow server runs on loopback.
-Jobs go in with `ray job submit`, exactly as on a cloud cluster: ingest, then training with two DDP workers of 1.6
-CPUs each (two cannot fit on one node, so one lands on each), which registers a model; then scoring with it.
+A head (3 logical CPUs) and a worker node (2) join with token authentication on; an MLflow server with its
+authentication on runs on loopback. Jobs go in with `ray job submit`, exactly as on a cloud cluster, the MLflow
+credentials in their runtime environment: ingest, then training with two DDP workers of 1.6 CPUs each (two cannot fit
+on one node, so one lands on each), which registers a model; then scoring with it.
 
     .venv/bin/python -m pytest -q tests/infra/test_local_cluster.py      # 5 to 7 minutes on 2 busy cores
 """
@@ -21,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -34,7 +36,7 @@ MODEL = "memae-e2e"
 TRAIN_VIDEOS, TEST_VIDEOS, FRAMES = 2, 2, 32
 # Variables of a cluster the caller may be using; the test's commands must see only its own.
 FOREIGN = ["RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH",
-           "MLFLOW_TRACKING_URI"]
+           "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"]
 
 
 def free_port() -> int:
@@ -62,13 +64,12 @@ class Cluster:
         return json.loads(result.stdout)
 
     def submit(self, name: str, *command: str, timeout: float = 300) -> str:
-        """`ray job submit` (blocks until the job ends); returns the Ray job id. The job gets the tracking URI
-        through its runtime environment, as on a real cluster."""
+        """`ray job submit` (blocks until the job ends); returns the Ray job id. The job gets the tracking URI and
+        credentials through the runtime environment that start-mlflow.sh wrote, as infra/README.md shows."""
         submission = f"{name}-{uuid.uuid4().hex[:8]}"
-        runtime_env = json.dumps({"env_vars": {"MLFLOW_TRACKING_URI": self.env["MLFLOW_TRACKING_URI"]}})
         try:
-            result = self.run("ray", "job", "submit", "--submission-id", submission, "--runtime-env-json",
-                              runtime_env, "--", PYTHON, *command, timeout=timeout)
+            result = self.run("ray", "job", "submit", "--submission-id", submission, "--runtime-env",
+                              str(self.dir / "mlflow-runtime-env.yaml"), "--", PYTHON, *command, timeout=timeout)
         except subprocess.TimeoutExpired:
             self.run("ray", "job", "stop", submission)
             raise
@@ -143,6 +144,11 @@ def test_two_nodes_with_token_auth(cluster):
     assert http_status(jobs_api, token) == 200
 
 
+def test_mlflow_needs_credentials(cluster):
+    search = f"{cluster.env['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert http_status(search, None) == 401
+
+
 @pytest.fixture(scope="module")
 def trained(cluster) -> str:
     """Synthesize a small archive, ingest it and train on the cluster; the Ray job id of the training."""
@@ -171,8 +177,10 @@ def test_training_runs_ddp_on_both_nodes_and_registers(cluster, trained):
 
     uri = cluster.env["MLFLOW_TRACKING_URI"]
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # not the registry another test set process-wide
-    version = client.get_model_version_by_alias(MODEL, "champion")
-    run = client.get_run(version.run_id)
+    credentials = {key: cluster.env[key] for key in ["MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"]}
+    with mock.patch.dict(os.environ, credentials):  # MLflow reads them at each request
+        version = client.get_model_version_by_alias(MODEL, "champion")
+        run = client.get_run(version.run_id)
     assert "train_loss" in run.data.metrics
     # Artifacts went up through the server (HTTP), into the server's own store.
     assert run.info.artifact_uri.startswith("mlflow-artifacts:/")

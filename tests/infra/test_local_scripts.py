@@ -1,5 +1,5 @@
-"""The local-cluster scripts without a cluster: shellcheck-clean, and clear about misuse. (They start real clusters in
-test_local_cluster.py.)"""
+"""The shell scripts of infra/ without a cluster: shellcheck-clean, clear about misuse, and the schedules' retry
+wrapper rerunning a job on exit 3 only. (The local-cluster scripts start real clusters in test_local_cluster.py.)"""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 
 from .conftest import INFRA, find_tool
 
-SCRIPTS = sorted((INFRA / "local").glob("*.sh"))
+SCRIPTS = sorted((INFRA / "local").glob("*.sh")) + sorted((INFRA / "docker").glob("*.sh"))
+RETRY = INFRA / "docker" / "retry-on-3.sh"
 
 
 def run(name: str, tmp_path, *args: str) -> subprocess.CompletedProcess:
@@ -68,3 +69,33 @@ def test_no_script_calls_ray_stop():
     for script in SCRIPTS:
         code = [line for line in script.read_text().splitlines() if not line.lstrip().startswith("#")]
         assert not [line for line in code if "ray stop" in line], script.name
+
+
+@pytest.mark.parametrize(
+    "statuses, attempts, runs, final",
+    [
+        ([0], 3, 1, 0),
+        ([1], 3, 1, 1),  # some inputs failed: a retry cannot help
+        ([2], 3, 1, 2),  # could not start
+        ([4], 3, 1, 4),  # another job holds the output folder
+        ([3, 0], 3, 2, 0),  # the job failed, then the rerun finished it
+        ([3, 1], 3, 2, 1),
+        ([3, 3, 3, 0], 3, 3, 3),  # attempts spent
+        ([3], 1, 1, 3),
+    ],
+)
+def test_retry_wrapper_reruns_only_on_exit_3(tmp_path, statuses, attempts, runs, final):
+    """A fake job exits with the next status of its list each run; the wrapper's status is the last run's."""
+    codes, log = tmp_path / "codes", tmp_path / "runs"
+    codes.write_text("\n".join(map(str, statuses)) + "\n")
+    job = f'echo run >> {log}; exit "$(sed -n "$(wc -l < {log})p" {codes})"'
+    result = subprocess.run(["bash", str(RETRY), str(attempts), "bash", "-c", job], capture_output=True, text=True,
+                            env={**os.environ, "RETRY_WAIT_S": "0"}, timeout=60)
+    assert len(log.read_text().splitlines()) == runs
+    assert result.returncode == final, result.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["3"], ["0", "true"], ["x", "true"]])
+def test_retry_wrapper_usage(args):
+    result = subprocess.run(["bash", str(RETRY), *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stderr

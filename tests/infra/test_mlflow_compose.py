@@ -1,5 +1,6 @@
-"""The team MLflow server for one machine (docker compose): PostgreSQL backend, artifact volume, and only the
-server's port published, on an address the operator must choose."""
+"""The team MLflow server for one machine (docker compose): PostgreSQL backend, artifact volume, MLflow's
+authentication with secrets the operator must give, and only the server's port published, on an address the operator
+must choose."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def test_services_and_volumes():
     compose = load()
     assert set(compose["services"]) == {"postgres", "mlflow"}
     assert compose["services"]["mlflow"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    assert {"postgres", "artifacts"} <= set(compose["volumes"])
+    assert {"postgres", "artifacts", "auth"} <= set(compose["volumes"])
 
 
 def test_only_mlflow_is_published_on_an_explicit_address():
@@ -51,3 +52,18 @@ def test_server_accepts_the_published_address():
     allowed = re.sub(r"\$\{MLFLOW_BIND_ADDRESS:\?[^}]*\}", "10.0.0.5", allowed_template).split(",")
     assert is_allowed_host_header(allowed, "10.0.0.5:5000")
     assert not is_allowed_host_header(allowed, "attacker.example:5000")
+
+
+def test_server_requires_authentication():
+    """The image runs the basic-auth app with the shared settings; the admin password and the form key have no
+    default (compose refuses to start without them); the user store has a volume of its own."""
+    mlflow = load()["services"]["mlflow"]
+    environment = mlflow["environment"]
+    assert REQUIRED.match(environment["MLFLOW_AUTH_ADMIN_PASSWORD"]).group(1) == "MLFLOW_ADMIN_PASSWORD"
+    assert REQUIRED.match(environment["MLFLOW_FLASK_SERVER_SECRET_KEY"]).group(1) == "MLFLOW_SECRET_KEY"
+    assert environment["MLFLOW_AUTH_ADMIN_USERNAME"] == "admin"
+    assert "auth:/mlflow-auth" in mlflow["volumes"]
+    dockerfile = (INFRA / "mlflow" / "Dockerfile").read_text()
+    assert '"mlflow", "server", "--app-name", "basic-auth"' in dockerfile
+    assert "COPY basic_auth.ini /etc/mlflow/basic_auth.ini" in dockerfile
+    assert "MLFLOW_AUTH_CONFIG_PATH=/etc/mlflow/basic_auth.ini" in dockerfile

@@ -67,6 +67,11 @@ def test_jobs_get_mlflow_and_shared_storage():
     words = options(load())
     env = dict(words[i + 1].split("=", 1) for i, word in enumerate(words) if word == "--env")
     assert env["MLFLOW_TRACKING_URI"].startswith("http://") and env["MLFLOW_TRACKING_URI"].endswith(":5000")
+    # The MLflow user: a credentials file from the laptop where MLflow looks for it (~ is /home/ray in the image),
+    # never a password in this committed file.
+    assert load()["file_mounts"]["/home/ray/.mlflow"] == "~/.memae/mlflow"
+    assert not {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} & set(env)
+    assert "PASSWORD=" not in CONFIG.read_text()
     volumes = [words[i + 1] for i, word in enumerate(words) if word == "--volume"]
     assert "/mnt/shared:/mnt/shared" in volumes
     assert any("/mnt/shared" in command for command in load()["initialization_commands"])
