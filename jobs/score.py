@@ -7,13 +7,29 @@
 
 Writes to --out: frame_scores.parquet (video_id, split, frame, time_s, error, normality, score, score_global, flagged,
 label), video_summary.json and segments.parquet (anomalous segments, frames and seconds), metrics.json (labelled data:
-auc_micro, auc_macro, eer, average_precision, per-video and global), plots/, score_report.json, ledger.json; and
+auc_micro, auc_macro, eer, average_precision, per-video and global), plots/, score_report.json, ledger.sqlite; and
 logs them to one MLflow run. Clip length, size, error and frame rules are the model's unless flags say otherwise (an
 official .pt gets the paper's protocol: 16 frames of 256x256, l1 error, each clip scoring its centre frame).
-Nightly: --incremental scores only the videos this model version has not scored into --out yet; a killed run is
-finished by running it again. Starts a local Ray unless RAY_ADDRESS points at a cluster (as under `ray job submit`).
-Exit status: 0 when every video was scored, 1 when any video failed (reported; the rest were scored) or the job
-failed while running, 2 when it could not start (bad arguments, model or data not found).
+Starts a local Ray unless RAY_ADDRESS points at a cluster (as under `ray job submit`).
+
+What a run does with the results earlier runs of the same model left in --out:
+  (default)      scores every listed video again and replaces its per-video file; results of videos not listed this
+                 time are kept and stay in the tables. Refused when the settings differ from the earlier runs'.
+  --incremental  nightly: scores only the videos this model has not scored into --out yet and those whose file changed
+                 since (size or modification time; with --hash its content); a file modified less than --settle-s
+                 seconds ago (default 300) may still be being written and is deferred to the next run (reported as
+                 deferred: neither scored nor failed). A killed run is finished by running it again.
+  --restart      discards this model's earlier results in --out first (the only way anything is deleted; other models'
+                 results are never touched), then scores as above.
+One job writes an output folder at a time; a second one exits with status 4 naming the first (or waits --wait-s).
+
+Exit status (the same table for every job, pipelines/common/exit_codes.py):
+  0  every listed video was scored (or skipped as already scored, or deferred)
+  1  some inputs failed, each reported with its file and reason in score_report.json; the rest were scored (a retry
+     does not help: the files need a person)
+  2  the job could not start: bad arguments, model or data not found, settings that contradict earlier runs in --out
+  3  the job itself failed while running (the cluster, a node, the MLflow store); retrying may help
+  4  another job is writing --out
 """
 
 from __future__ import annotations
@@ -21,6 +37,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import yaml
+
+from pipelines.common import exit_codes
 from pipelines.common.config import config_from_args, config_parser
 from pipelines.common.console import configure_console
 from pipelines.score.config import ScoreConfig
@@ -28,7 +47,10 @@ from pipelines.score.config import ScoreConfig
 
 def main(argv: list[str] | None = None) -> int:
     parser = config_parser(ScoreConfig, description=__doc__)
-    config = config_from_args(ScoreConfig, parser.parse_args(argv))
+    try:
+        config = config_from_args(ScoreConfig, parser.parse_args(argv))
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # an unreadable --config, a YAML typo
+        parser.error(str(exc))  # exits with status 2, as for any other bad argument
     configure_console(config.verbose)
     for name in ("out", "root", "shards"):  # under `ray job submit` the working directory is a temporary copy
         if getattr(config, name):
@@ -39,17 +61,21 @@ def main(argv: list[str] | None = None) -> int:
         config.check()
     except ValueError as err:
         parser.error(str(err))
+    from pipelines.common.lock import FolderBusy
     from pipelines.score.run import ScoreSetupError, score
 
     try:
         result = score(config, echo=lambda line: print(line, flush=True))
+    except FolderBusy as err:
+        print(f"error: {err}", file=sys.stderr)
+        return exit_codes.FOLDER_BUSY
     except ScoreSetupError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:  # the pipeline itself failed: say so, exit non-zero for schedulers
+        return exit_codes.NOT_STARTED
+    except Exception as err:  # the pipeline itself failed: say so; schedulers retry only this status
         print(f"scoring failed: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
-    return 0 if result.ok else 1
+        return exit_codes.JOB_FAILED
+    return exit_codes.OK if result.ok else exit_codes.INPUTS_FAILED
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ A model that does not name its frame rule (a checkpoint from before training sto
 `memae.scoring.DEFAULT_FRAME_RULE`.
 
 Flags override all of these. `ModelSource.key` names the model version in the incremental ledger: registry name and
-version, run id, or the file's SHA-256, so a new champion rescores everything and an unchanged one skips work.
+version, run id, or the file's SHA-256, so a new champion rescores everything and an unchanged one skips work. It is
+also a folder name under the scoring job's --out, so it is always one plain file-name component (`safe_name`).
 """
 
 from __future__ import annotations
@@ -200,7 +201,7 @@ def _mlflow_identity(uri: str) -> tuple[str, str, dict[str, str]]:
     client = MlflowClient()
     if uri.startswith("runs:/"):
         run_id = uri.removeprefix("runs:/").split("/")[0]
-        return "run", f"run-{run_id}", {"memae.model_kind": "run", "memae.model_run_id": run_id}
+        return "run", f"run-{safe_name(run_id)}", {"memae.model_kind": "run", "memae.model_run_id": run_id}
     body = uri.removeprefix("models:/")
     if "@" in body:
         name, alias = body.split("@", 1)

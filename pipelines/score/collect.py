@@ -14,7 +14,8 @@ import numpy as np
 
 from memae.evaluation import unique_clip_errors
 from pipelines.score.data import VideoEnd, VideoOutcome, VideoUnit
-from pipelines.score.outputs import MapSpool, video_path
+from pipelines.score.outputs import MapSpool
+from pipelines.score.paths import video_path
 
 
 @dataclass

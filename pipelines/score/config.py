@@ -20,12 +20,25 @@ class ScoreConfig:
     model: str | None = option(
         None, "models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model, a memae checkpoint or an official .pt"
     )
-    out: str | None = option(None, "output folder (frame_scores.parquet, metrics.json, plots/, ledger.json, ...)")
+    out: str | None = option(None, "output folder (frame_scores.parquet, metrics.json, plots/, ledger.sqlite, ...)")
     dataset: str | None = option(None, "layout of --root (auto recognises it)", choices=list(DATASETS))
     root: str | None = option(None, "an archive to decode and score directly (no ingest needed)")
     shards: str | None = option(None, "or: frame shards written by jobs/ingest.py")
     split: str = option("auto", "videos to score; auto: the test split when there is one, else all", choices=SPLITS)
-    incremental: bool = option(False, "score only videos this model has not scored into --out yet, then append")
+    incremental: bool = option(
+        False, "nightly: score only the videos this model has not scored into --out yet and those whose file changed "
+        "since (size or time; content with --hash), defer files modified in the last --settle-s seconds, keep the rest"
+    )
+    restart: bool = option(
+        False, "discard this model's earlier results in --out (its per-video files and ledger entries) before scoring; "
+        "the only way results are ever deleted"
+    )
+    settle_s: float = option(300.0, "with --incremental: a file modified less than this many seconds ago may still be "
+                             "being written; it is deferred to the next run (reported, neither scored nor failed)")
+    hash: bool = option(False, "with --incremental: compare a SHA-256 of each video's content too (reads every file); "
+                        "the content then decides, so a touched file is not rescored and a rewritten one always is")
+    wait_s: float = option(0.0, "when another job is writing --out: seconds to wait for it to finish before giving up "
+                           "(exit status 4)")
     clip_len: int | None = option(None, "frames per clip (default: the model's; 16 for an official .pt)")
     height: int | None = option(None, "frame height to decode at (default: the model's; 256 for an official .pt)")
     width: int | None = option(None, "frame width to decode at (default: the model's; 256 for an official .pt)")
@@ -48,6 +61,8 @@ class ScoreConfig:
     save_maps: bool = option(False, "save per-pixel error maps (maps/<split>/<video>.npy, float16 T x H x W)")
     plot_videos: int = option(12, "score curves drawn: labelled videos first, then those with the highest errors")
     worst_frames: int = option(8, "frames in the grid of the most anomalous frames and their error maps")
+    review: bool = option(True, "write report/index.html: the alarms as cards with animated previews, filterable")
+    review_cards: int = option(30, "alarm cards (with animated previews) on the review page; the rest go in a table")
     mlflow: bool = option(True, "log the run, its metrics, plots and outputs to MLflow")
     tracking_uri: str | None = option(None, "MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
     experiment: str = option("memae-score", "MLflow experiment")
@@ -67,5 +82,8 @@ class ScoreConfig:
         for name in ("stride", "batch_size", "calibration_clips"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+        for name in ("settle_s", "wait_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must not be negative")
         if not 0.0 < self.threshold_level < 1.0:
             raise ValueError(f"--threshold-level must be between 0 and 1, not {self.threshold_level}")

@@ -32,7 +32,7 @@ from pipelines.registry.source import ScoringSettings
 
 CLIP_BATCH_BYTES = 16 << 20  # clips handed to the scoring actors at a time
 
-Status = Literal["done", "short", "failed"]
+Status = Literal["done", "short", "failed", "deferred"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,8 @@ class VideoUnit:
 
 @dataclass(frozen=True)
 class VideoOutcome:
-    """What became of one video: scored ("done"), too short for one clip ("short"), or "failed" (which file, why)."""
+    """What became of one video: scored ("done"), too short for one clip ("short"), "failed" (which file, why), or
+    "deferred" to a later run (why)."""
 
     status: Status
     split: str
@@ -164,7 +165,7 @@ def _problem(split: str, video_id: str, file: str, reason: str) -> VideoOutcome:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Decoding and clip cutting (Ray task side, and the driver's calibration and worst-frame passes)
+# Decoding and clip cutting: Ray task side only (the scoring pipeline, and pipelines/score/isolated.py)
 
 
 def unit_frames(unit: VideoUnit, settings: ScoringSettings) -> tuple[Iterator[np.ndarray], float | None]:
@@ -245,31 +246,33 @@ def _clip_batch(key: str, starts: list[int], clips: list[np.ndarray]) -> dict:
     }
 
 
-def normal_clips(units: list[VideoUnit], settings: ScoringSettings, max_clips: int) -> Iterator[np.ndarray]:
-    """Non-overlapping clips of known-normal videos, in listing order, for calibrating thresholds."""
-    found = 0
-    for unit in units:
-        try:
-            chunks, _ = unit_frames(unit, settings)
-            for _, clip in sliding_clips(chunks, settings.clip_len, settings.clip_len):
-                yield clip
-                found += 1
-                if found == max_clips:
-                    return
-        except VideoDecodeError:
-            continue  # an unreadable training video only means fewer calibration clips
+def first_clips(unit: VideoUnit, settings: ScoringSettings, count: int) -> np.ndarray:
+    """Up to `count` non-overlapping clips from the start of `unit`, (n, T, H, W, C) uint8, for calibration.
+
+    Raises:
+        VideoDecodeError: when the video cannot be read.
+    """
+    clips = []
+    chunks, _ = unit_frames(unit, settings)
+    for _, clip in sliding_clips(chunks, settings.clip_len, settings.clip_len):
+        clips.append(clip.copy())
+        if len(clips) == count:
+            break
+    shape = (settings.clip_len, settings.height, settings.width, settings.channels)
+    return np.stack(clips) if clips else np.zeros((0, *shape), np.uint8)
 
 
 def clips_at(unit: VideoUnit, settings: ScoringSettings, starts: set[int]) -> dict[int, np.ndarray]:
-    """The clips of `unit` starting at `starts`, read again from its source in one pass; {} when it is unreadable."""
+    """The clips of `unit` starting at `starts`, read again from its source in one pass.
+
+    Raises:
+        VideoDecodeError: when the video cannot be read.
+    """
     found: dict[int, np.ndarray] = {}
-    try:
-        chunks, _ = unit_frames(unit, settings)
-        for start, clip in sliding_clips(chunks, settings.clip_len, 1):
-            if start in starts:
-                found[start] = clip.copy()
-                if len(found) == len(starts):
-                    break
-    except (VideoDecodeError, OSError):
-        return {}
+    chunks, _ = unit_frames(unit, settings)
+    for start, clip in sliding_clips(chunks, settings.clip_len, 1):
+        if start in starts:
+            found[start] = clip.copy()
+            if len(found) == len(starts):
+                break
     return found

@@ -4,7 +4,8 @@ Each finished video is written on its own, atomically (temporary file, then rena
 
     OUT/scored/<model key>/<split>/<video>.parquet     video_id, split, frame, error, score, label
     OUT/scored/<model key>/<split>/<video>.maps.npy    with --save-maps: float16 (frames, H, W), NaN where unscored
-    OUT/ledger.json                                    per model key: its scoring settings, calibration, videos done
+    OUT/ledger.sqlite                                  per model key: its settings, calibration, videos done and the
+                                                       size and time of their sources
 
 The files a person reads are then rebuilt from the per-video files of the model just run, so a rerun, an
 incremental append or a restart after a kill can never duplicate a frame:
@@ -34,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from memae.evaluation import video_metrics
-from memae.files import json_ready, replace_atomically, safe_name, temporary_path, write_json_atomic
+from memae.files import json_ready, replace_atomically, temporary_path, write_json_atomic
 from memae.metrics import frame_metrics
 from memae.scoring import GlobalNormalizer, anomaly_score
 from memae.segments import anomalous_segments
@@ -60,11 +61,6 @@ SEGMENT_SCHEMA = pa.schema([
     ("start_s", pa.float64()), ("end_s", pa.float64()), ("num_frames", pa.int32()), ("peak_frame", pa.int32()),
     ("peak_error", pa.float64()),
 ])
-
-
-def video_path(folder: Path, split: str, video_id: str, suffix: str) -> Path:
-    """Where one video's scores (".parquet") or error maps (".maps.npy") live in a model's folder."""
-    return folder / split / f"{safe_name(video_id)}{suffix}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -160,7 +156,7 @@ def rebuild_outputs(out: Path, section: LedgerSection, threshold: Threshold, set
                 continue
             table = pq.read_table(out / entry.file)
             fps = entry.fps or default_fps
-            video = _video_columns(table, fps, threshold, scale)
+            video = _video_columns(table, entry, fps, threshold, scale)
             writer.write_table(pa.table(video, schema=FRAME_SCHEMA))
             segments = anomalous_segments(video["flagged"], video["error"], fps)
             for s in segments:
@@ -225,8 +221,10 @@ def _global_scale(out: Path, scored: list[LedgerEntry], threshold: Threshold) ->
     return GlobalNormalizer.fit(values, clip=False)
 
 
-def _video_columns(table: pa.Table, fps: float | None, threshold: Threshold,
+def _video_columns(table: pa.Table, entry: LedgerEntry, fps: float | None, threshold: Threshold,
                    scale: GlobalNormalizer) -> dict[str, np.ndarray]:
+    """The frame table of one video; its id and split are the ledger's (a video may have been re-keyed since its
+    per-video file was written, see pipelines/score/changes.py)."""
     errors = table.column("error").to_numpy()
     scores = table.column("score").to_numpy()
     frames = table.column("frame").to_numpy()
@@ -235,8 +233,8 @@ def _video_columns(table: pa.Table, fps: float | None, threshold: Threshold,
     else:
         flagged = np.nan_to_num(scores, nan=-np.inf) >= FALLBACK_SCORE
     return {
-        "video_id": table.column("video_id").to_numpy(zero_copy_only=False),
-        "split": table.column("split").to_numpy(zero_copy_only=False),
+        "video_id": np.full(len(frames), entry.video_id, dtype=object),
+        "split": np.full(len(frames), entry.split, dtype=object),
         "frame": frames,
         "time_s": frames / fps if fps else np.full(len(frames), np.nan),
         "error": errors,

@@ -25,8 +25,10 @@ METRIC_NAMES = ("auc_micro", "auc_macro", "eer", "average_precision")
 
 
 def score_report(config: ScoreConfig, source: ModelSource, listing: Listing, skipped: int, videos: ScoredVideos,
-                 failed: list[VideoOutcome], elapsed: float, outputs: Outputs) -> dict[str, Any]:
-    """The content of score_report.json; `failed` holds the listing's problems as well as the videos that failed."""
+                 failed: list[VideoOutcome], elapsed: float, outputs: Outputs, changed: list[str] | None = None,
+                 deferred: list[VideoOutcome] | None = None) -> dict[str, Any]:
+    """The content of score_report.json; `failed` holds the listing's problems as well as the videos that failed,
+    `changed` the videos rescored because their source changed, `deferred` those left for the next run."""
     done = set(videos.scored)
     frames = sum(s["num_frames"] or 0 for s in outputs.summaries if s["key"] in done)
     return {
@@ -38,6 +40,8 @@ def score_report(config: ScoreConfig, source: ModelSource, listing: Listing, ski
         "listed": len(listing.units) + len(listing.problems),
         "scored": len(videos.scored),
         "skipped_already_scored": skipped,
+        "rescored_changed": list(changed or []),
+        "deferred": [d.problem() for d in deferred or []],
         "failed": [f.problem() for f in failed],
         "too_short": videos.short,
         "clips_scored": videos.clips,
@@ -69,6 +73,7 @@ def log_run(config: ScoreConfig, out: Path, outputs: Outputs, plots: list[Path],
     metrics = {k: report[k] for k in ("scored", "skipped_already_scored", "clips_scored", "frames_scored",
                                       "seconds", "clips_per_s", "frames_per_s") if report[k] is not None}
     metrics["failed"] = len(report["failed"])
+    metrics["deferred"] = len(report["deferred"])
     if limit.error is not None:
         metrics["threshold_error"] = limit.error
     if outputs.metrics is not None:

@@ -10,12 +10,19 @@ errors and, with --save-maps, per-pixel error maps (actors.py); the driver gathe
 and, as soon as a video is complete, writes its per-frame scores and records it in the ledger (outputs.py,
 ledger.py). A corrupt video ends in a "failed" outcome and is reported; the others are scored. At the end the tables,
 metrics and plots are rebuilt from the per-video files and logged to one MLflow run (report.py).
+
+One job writes an output folder at a time: it holds the folder's lock (pipelines/common/lock.py) from before its
+start-up clean-up to its last write. Which listed videos it scores is changes.py's business: every one (replacing
+their per-video files), or with --incremental the new and changed ones; --restart alone discards earlier results.
+Decoding never happens in this process: the scoring pipeline, calibration and the worst-frame images decode in Ray
+tasks (isolated.py), so a decoder crash costs one video.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,15 +30,19 @@ from typing import Any
 
 from memae.files import remove_temporary_files, write_json_atomic
 from memae.scoring import anomaly_score, frames_from_clips
+from pipelines.common.lock import folder_lock
 from pipelines.registry.source import MLFLOW_SCHEMES, ModelSource, ScoringSettings, load_model_source, scoring_settings
 from pipelines.score.actors import score_batches
+from pipelines.score.changes import renamed_videos, select_videos
 from pipelines.score.collect import Collector, ScoredVideos, VideoClips
 from pipelines.score.config import ScoreConfig, ScoreSetupError
 from pipelines.score.data import Listing, VideoOutcome, VideoUnit, list_archive, list_shards
-from pipelines.score.ledger import Ledger, LedgerEntry, LedgerSection
-from pipelines.score.outputs import Outputs, rebuild_outputs, video_path, write_video_scores
+from pipelines.score.ledger import Ledger, LedgerEntry, LedgerSection, Stamp
+from pipelines.score.outputs import Outputs, rebuild_outputs, write_video_scores
+from pipelines.score.paths import UnsafePath, video_path
 from pipelines.score.plots import plot_outputs
 from pipelines.score.report import REPORT_FILE, log_run, mlflow_run, score_report
+from pipelines.score.review import log_review, write_review
 from pipelines.score.threshold import Threshold, choose_threshold
 from pipelines.score.worst import worst_images
 
@@ -51,6 +62,7 @@ class ScoreResult:
     outputs: Outputs
     mlflow_run_id: str | None = None
     report: dict[str, Any] = field(default_factory=dict)
+    deferred: list[VideoOutcome] = field(default_factory=list)  # left for the next run: neither scored nor failed
 
     @property
     def ok(self) -> bool:
@@ -68,19 +80,37 @@ class _Plan:
     ledger: Ledger
     section: LedgerSection
     todo: list[VideoUnit]
+    stamps: dict[str, Stamp | None]  # of the sources in `todo`, as they were before decoding
     skipped: int
+    changed: list[str]  # keys in `todo` rescored because their source changed
+    deferred: list[VideoOutcome]
+    problems: list[VideoOutcome]  # failed before scoring: paths refused, calibration videos unreadable
     limit: Threshold
 
 
 def score(config: ScoreConfig, echo: Callable[[str], None] = print) -> ScoreResult:
-    """Scores the videos `config` selects into `config.out`; see the module docstring.
+    """Scores the videos `config` selects into `config.out`, holding the folder's lock throughout; see the module
+    docstring.
 
     Raises:
         ScoreSetupError: when the job cannot start. Failures of single videos are reported in the result instead.
+        FolderBusy: another job writes `config.out` (and did not finish within `config.wait_s`).
     """
+    try:
+        config.check()
+        out = Path(config.out).resolve()
+        out.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as exc:
+        raise ScoreSetupError(str(exc)) from None
+    with folder_lock(out, config.wait_s), ExitStack() as cleanup:
+        return _score(config, echo, cleanup)
+
+
+def _score(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStack) -> ScoreResult:
+    """`score` once the output folder is this job's alone."""
     started = time.perf_counter()
     try:
-        plan = _prepare(config, echo)
+        plan = _prepare(config, echo, cleanup)
     except ValueError as exc:
         raise ScoreSetupError(str(exc)) from None
     out, source, listing, settings = plan.out, plan.source, plan.listing, plan.settings
@@ -90,13 +120,16 @@ def score(config: ScoreConfig, echo: Callable[[str], None] = print) -> ScoreResu
         videos = _score_videos(plan, config, echo)
         outputs = rebuild_outputs(out, plan.section, plan.limit, settings, config.plot_videos, config.worst_frames,
                                   config.fps)
-        plots = plot_outputs(out, outputs, plan.limit, worst_images(outputs, listing, source, settings))
+        plots = plot_outputs(out, outputs, plan.limit, worst_images(outputs, listing, source, settings, config, echo))
         elapsed = time.perf_counter() - started
-        failed = listing.problems + videos.failed
-        report = score_report(config, source, listing, plan.skipped, videos, failed, elapsed, outputs)
+        failed = listing.problems + plan.problems + videos.failed
+        report = score_report(config, source, listing, plan.skipped, videos, failed, elapsed, outputs, plan.changed,
+                              plan.deferred)
         write_json_atomic(out / REPORT_FILE, report)
+        page = write_review(out, config, source, listing, settings, plan.limit, plan.section, outputs, report, echo)
         if active is not None:
             log_run(config, out, outputs, plots, report, settings, plan.limit)
+            log_review(page)
     for item in failed:
         echo(f"FAILED  {item.key}: {item.file}: {item.reason}")
     if outputs.metrics is not None:
@@ -105,16 +138,18 @@ def score(config: ScoreConfig, echo: Callable[[str], None] = print) -> ScoreResu
              f"AP {m['average_precision']:.4f}; global normalisation: AUC micro {m['global']['auc_micro']:.4f}")
     else:
         echo(outputs.metrics_note)
+    for item in plan.deferred:
+        echo(f"deferred {item.key}: {item.file}: {item.reason}")
     echo(f"{'ok' if not failed else 'FAILED'}: {len(videos.scored)} scored, {plan.skipped} skipped (already scored), "
-         f"{len(failed)} failed, {len(videos.short)} too short; {report['frames_scored']} frames in {elapsed:.1f}s; "
-         f"outputs in {out}")
+         f"{len(plan.deferred)} deferred, {len(failed)} failed, {len(videos.short)} too short; "
+         f"{report['frames_scored']} frames in {elapsed:.1f}s; outputs in {out}")
     run_id = active.info.run_id if active is not None else None
-    return ScoreResult(out, source.key, videos.scored, plan.skipped, failed, videos.short, outputs, run_id, report)
+    return ScoreResult(out, source.key, videos.scored, plan.skipped, failed, videos.short, outputs, run_id, report,
+                       plan.deferred)
 
 
-def _prepare(config: ScoreConfig, echo: Callable[[str], None]) -> _Plan:
-    """Model, videos, settings, ledger and threshold; raises ValueError when the job cannot start."""
-    config.check()
+def _prepare(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStack) -> _Plan:
+    """Model, videos, settings, ledger, what to score and threshold; raises ValueError when the job cannot start."""
     if config.mlflow or config.model.startswith(MLFLOW_SCHEMES):
         from pipelines.common.tracking import configure_mlflow
 
@@ -129,18 +164,38 @@ def _prepare(config: ScoreConfig, echo: Callable[[str], None]) -> _Plan:
     echo(f"data: {listing.dataset} ({listing.evidence}): {len(listing.units)} videos to consider, "
          f"{len(listing.problems)} unusable")
     out = Path(config.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger(out)
-    section = ledger.open_section(source.key, source.tags, asdict(settings), fresh=not config.incremental)
-    for stale in remove_temporary_files(out):
+    ledger = cleanup.enter_context(Ledger(out, echo))
+    section = ledger.open_section(source.key, source.tags, asdict(settings), config.restart, echo)
+    for stale in remove_temporary_files(out):  # this job holds the folder's lock: no other job's files in progress
         echo(f"removed a half-written file from an interrupted run: {stale}")
-    done = ledger.done_videos(section)
-    todo = [u for u in listing.units if u.key not in done]
-    skipped = len(listing.units) - len(todo)
-    echo(f"{len(todo)} videos to score, {skipped} already scored by {source.key}")
-    limit = choose_threshold(source, settings, listing, ledger, section, config.threshold_level,
-                             config.calibration_clips, config.batch_size, echo)
-    return _Plan(out, source, listing, settings, ledger, section, todo, skipped, limit)
+    units, refused = _writable(listing.units, ledger.folder(source.key))
+    moves = renamed_videos(units, section)
+    ledger.rekey(section, {old: (unit.key, unit.video_id) for old, unit in moves.items()})
+    if moves:
+        old, unit = next(iter(moves.items()))
+        echo(f"{len(moves)} scored videos have new ids (as {old} is now {unit.key}): their results are kept under the "
+             "new ids")
+    chosen = select_videos(units, ledger, section, config.incremental, config.settle_s, config.hash)
+    ledger.restamp(section, chosen.restamped)
+    changed = f" ({len(chosen.changed)} changed since scored)" if chosen.changed else ""
+    deferred = (f", {len(chosen.deferred)} deferred (modified in the last {config.settle_s:g}s)"
+                if config.incremental else "")
+    echo(f"{len(chosen.todo)} videos to score{changed}, {len(chosen.skipped)} already scored by {source.key}{deferred}")
+    limit, unreadable = choose_threshold(source, settings, listing, ledger, section, config, echo)
+    return _Plan(out, source, listing, settings, ledger, section, chosen.todo, chosen.stamps, len(chosen.skipped),
+                 chosen.changed, chosen.deferred, refused + unreadable, limit)
+
+
+def _writable(units: list[VideoUnit], folder: Path) -> tuple[list[VideoUnit], list[VideoOutcome]]:
+    """The videos whose output files stay inside the model's folder, and a failure for each of the others."""
+    kept, refused = [], []
+    for unit in units:
+        try:
+            video_path(folder, unit.split, unit.video_id, ".parquet")
+            kept.append(unit)
+        except UnsafePath as exc:
+            refused.append(VideoOutcome("failed", unit.split, unit.video_id, unit.source, f"refused: {exc}"))
+    return kept, refused
 
 
 def _list(config: ScoreConfig) -> Listing:
@@ -199,6 +254,6 @@ def _finish(unit: VideoUnit, video: VideoClips, plan: _Plan, folder: Path) -> Vi
             video.maps.finish(end.num_frames)
         file = str(path.relative_to(plan.ledger.out))
     entry = LedgerEntry(unit.video_id, unit.split, unit.source, end.num_frames, end.num_clips, end.fps, file,
-                        datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                        datetime.now(timezone.utc).isoformat(timespec="seconds"), plan.stamps.get(unit.key))
     plan.ledger.record(plan.section, unit.key, entry)
     return outcome

@@ -10,9 +10,11 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import mlflow
@@ -243,7 +245,7 @@ def test_incremental_runs_skip_scored_videos_append_new_ones_and_never_duplicate
     (archive / "testing" / "test_frame_mask" / "03.npy").rename(tmp_path / "03.npy")
     out = tmp_path / "out"
     args = ["--model", "models:/planted@champion", "--dataset", "frames", "--root", str(archive), "--out", str(out),
-            "--incremental", "--frame-rule", "mean", "--mlflow", "false"]
+            "--incremental", "--settle-s", "0", "--frame-rule", "mean", "--mlflow", "false"]
     assert score_main(args) == 0
     assert sorted(read_scores(out).video_id.unique()) == ["01", "02"]
 
@@ -292,10 +294,9 @@ def test_an_official_checkpoint_scores_a_labelled_archive(corpus, official_pt, t
     for _, video in frames.groupby("video_id"):  # the paper's centre rule: the first 8 and last 7 frames unscored
         assert video.frame[video.score.notna()].tolist() == list(range(8, FRAMES - 7))
     assert "auc_micro" in json.loads((out / "metrics.json").read_text())
-    ledger = json.loads((out / "ledger.json").read_text())
-    (section,) = ledger["models"].values()
-    assert section["model"]["memae.model_kind"] == "official" and section["settings"]["clip_len"] == 16
-    assert section["settings"]["frame_rule"] == "centre"
+    ((model, settings),) = query(out, "SELECT model, settings FROM models")
+    assert json.loads(model)["memae.model_kind"] == "official" and json.loads(settings)["clip_len"] == 16
+    assert json.loads(settings)["frame_rule"] == "centre"
 
 
 def write_video_archive(root: Path, count: int, frames: int) -> None:
@@ -315,13 +316,13 @@ def test_a_corrupt_video_is_reported_and_the_rest_scored(model, tmp_path, ray_se
             "--mlflow", "false"]
     assert score_main(args) == 1
     report = json.loads((out / "score_report.json").read_text())
-    assert [(f["video_id"], f["file"]) for f in report["failed"]] == [("clip01", str(bad))]
+    assert [(f["video_id"], f["file"]) for f in report["failed"]] == [("cam/clip01.mp4", str(bad))]
     assert report["scored"] == 2 and not report["ok"]
     frames = read_scores(out)
-    assert sorted(frames.video_id.unique()) == ["clip00", "clip02"]
+    assert sorted(frames.video_id.unique()) == ["cam/clip00.mp4", "cam/clip02.mp4"]
     assert (frames.label == -1).all() and frames.time_s.notna().all()
     assert not (out / "metrics.json").exists(), "unlabelled: no AUC"
-    assert "FAILED  train/clip01" in capsys.readouterr().out
+    assert "FAILED  train/cam/clip01.mp4" in capsys.readouterr().out
 
 
 def test_a_video_that_breaks_mid_stream_is_reported_and_not_half_scored(corpus, model, tmp_path, ray_session):
@@ -336,15 +337,23 @@ def test_a_video_that_breaks_mid_stream_is_reported_and_not_half_scored(corpus, 
     (failure,) = result.failed
     assert failure.status == "failed" and failure.file == str(broken) and "cannot decode image" in failure.reason
     assert sorted(read_scores(out).video_id.unique()) == ["01", "03"]
-    ledger = json.loads((out / "ledger.json").read_text())
-    assert sorted(next(iter(ledger["models"].values()))["videos"]) == ["test/01", "test/03"]
+    assert query(out, "SELECT key FROM videos ORDER BY key") == [("test/01",), ("test/03",)]
+
+
+def query(out: Path, sql: str) -> list[tuple]:
+    """Rows of the ledger, read as any other process may read it while a job writes it; [] before it exists."""
+    if not (out / "ledger.sqlite").is_file():
+        return []
+    with closing(sqlite3.connect(out / "ledger.sqlite", timeout=30)) as db:
+        try:
+            return db.execute(sql).fetchall()
+        except sqlite3.OperationalError:  # its tables are not created yet
+            return []
 
 
 def videos_done(out: Path) -> int:
-    """Videos the ledger records as scored (it is replaced atomically, so it always parses)."""
-    if not (out / "ledger.json").is_file():
-        return 0
-    return sum(len(m["videos"]) for m in json.loads((out / "ledger.json").read_text())["models"].values())
+    """Videos the ledger records as scored."""
+    return sum(count for (count,) in query(out, "SELECT COUNT(*) FROM videos"))
 
 
 def test_a_killed_incremental_run_restarted_matches_an_uninterrupted_one(official_pt, tmp_path, ray_session):
@@ -355,20 +364,20 @@ def test_a_killed_incremental_run_restarted_matches_an_uninterrupted_one(officia
     killed = tmp_path / "killed"
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address, "PYTHONPATH": str(REPO)}
     job = subprocess.Popen([sys.executable, str(REPO / "jobs" / "score.py"), *common, "--out", str(killed),
-                            "--incremental"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           start_new_session=True)
+                            "--incremental", "--settle-s", "0"], env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 240
     while not videos_done(killed) and time.monotonic() < deadline and job.poll() is None:
         time.sleep(0.05)
     os.killpg(job.pid, signal.SIGKILL)  # the job and anything it started, mid-run
     job.wait()
-    (section,) = json.loads((killed / "ledger.json").read_text())["models"].values()
-    assert 1 <= len(section["videos"]) < 8, "the job should be killed mid-way"
+    done = videos_done(killed)
+    assert 1 <= done < 8, "the job should be killed mid-way"
     assert not (killed / "frame_scores.parquet").exists()
 
-    assert score_main([*common, "--out", str(killed), "--incremental"]) == 0
+    assert score_main([*common, "--out", str(killed), "--incremental", "--settle-s", "0"]) == 0
     report = json.loads((killed / "score_report.json").read_text())
-    assert report["skipped_already_scored"] == len(section["videos"]) and report["scored"] == 8 - len(section["videos"])
+    assert report["skipped_already_scored"] == done and report["scored"] == 8 - done
     straight = tmp_path / "straight"
     assert score_main([*common, "--out", str(straight)]) == 0
     restarted, reference = read_scores(killed), read_scores(straight)

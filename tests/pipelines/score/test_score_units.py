@@ -1,10 +1,14 @@
 """The scoring job's pieces without a running Ray: segments, clip cutting, settings from model and flags, actor
-planning, gathering clips by video, the ledger, rebuilding the tables, map spool."""
+planning, gathering clips by video, the ledger and its migration, paths kept inside --out, which videos a run scores,
+rebuilding the tables, map spool."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+from dataclasses import replace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -18,11 +22,13 @@ from memae.scoring import DEFAULT_FRAME_RULE
 from memae.segments import anomalous_segments, flag_runs
 from pipelines.registry.source import load_model_source, scoring_settings
 from pipelines.score.actors import actor_plan
+from pipelines.score.changes import content_hash, renamed_videos, select_videos, source_stamp
 from pipelines.score.collect import Collector
 from pipelines.score.config import ScoreConfig, ScoreSetupError
 from pipelines.score.data import VideoEnd, VideoUnit, sliding_clips
-from pipelines.score.ledger import Ledger, LedgerEntry
-from pipelines.score.outputs import MapSpool, rebuild_outputs, video_path, write_video_scores
+from pipelines.score.ledger import Ledger, LedgerEntry, Stamp
+from pipelines.score.outputs import MapSpool, rebuild_outputs, write_video_scores
+from pipelines.score.paths import UnsafePath, video_path
 from pipelines.score.threshold import Threshold
 
 
@@ -117,41 +123,107 @@ def entry(video_id: str, file: str | None, num_frames: int = 10) -> LedgerEntry:
     return LedgerEntry(video_id, "test", f"/data/{video_id}", num_frames, 3, 25.0, file, "2025-01-01T00:00:00+00:00")
 
 
-def test_ledger_sections_resume_refuse_other_settings_and_start_over(tmp_path):
-    ledger = Ledger(tmp_path)
-    section = ledger.open_section("m-v1", {"memae.model_name": "m"}, {"clip_len": 16}, fresh=False)
-    ledger.record(section, "test/01", entry("01", None))
-    again = Ledger(tmp_path).open_section("m-v1", {}, {"clip_len": 16}, fresh=False)
-    assert again.videos == {"test/01": entry("01", None)}
-    with pytest.raises(ValueError, match="other settings"):
-        Ledger(tmp_path).open_section("m-v1", {}, {"clip_len": 8}, fresh=False)
-    assert Ledger(tmp_path).open_section("m-v1", {}, {"clip_len": 8}, fresh=True).videos == {}
+def test_ledger_sections_resume_refuse_other_settings_and_restart_only_when_asked(tmp_path):
+    with Ledger(tmp_path) as ledger:
+        section = ledger.open_section("m-v1", {"memae.model_name": "m"}, {"clip_len": 16})
+        ledger.record(section, "test/01", entry("01", None))
+        ledger.open_section("other", {}, {"clip_len": 8})
+    with Ledger(tmp_path) as ledger:
+        assert ledger.open_section("m-v1", {}, {"clip_len": 16}).videos == {"test/01": entry("01", None)}
+        with pytest.raises(ValueError, match="other settings .* or --restart"):
+            ledger.open_section("m-v1", {}, {"clip_len": 8})
+        (ledger.folder("m-v1") / "test").mkdir(parents=True)
+        lines: list[str] = []
+        assert ledger.open_section("m-v1", {}, {"clip_len": 8}, restart=True, echo=lines.append).videos == {}
+        assert lines == [f"--restart: discarded the 1 earlier results of model m-v1 in {tmp_path}"]
+        assert not ledger.folder("m-v1").exists()
+    with Ledger(tmp_path) as ledger:
+        assert ledger.open_section("m-v1", {}, {"clip_len": 8}).videos == {}, "the restart is on disk"
+        assert ledger.open_section("other", {}, {"clip_len": 8}).settings == {"clip_len": 8}, "others untouched"
+
+
+def test_foreign_or_damaged_ledgers_are_refused_and_nothing_is_created_beside_them(tmp_path):
     (tmp_path / "ledger.json").write_text(json.dumps({"format": "other"}))
-    with pytest.raises(ValueError, match="not a memae-score-ledger"):
+    with pytest.raises(ValueError, match="not a memae-score-ledger/1"):
         Ledger(tmp_path)
+    assert not (tmp_path / "ledger.sqlite").exists()
     (tmp_path / "ledger.json").write_text(json.dumps({"format": "memae-score-ledger/1", "models": {"m": {}}}))
     with pytest.raises(ValueError, match="damaged ledger"):
         Ledger(tmp_path)
+    (tmp_path / "ledger.sqlite").write_bytes(b"not a database, but not empty either" * 100)
+    with pytest.raises(ValueError, match="not a memae-score-ledger/2"):
+        Ledger(tmp_path)
 
 
-def test_the_ledger_file_keeps_its_format_and_survives_a_round_trip(tmp_path):
-    ledger = Ledger(tmp_path)
-    section = ledger.open_section("m-v1", {"memae.model_name": "m"}, {"clip_len": 16}, fresh=False)
-    ledger.keep_calibration(section, {"error_rule": "l1", "quantiles": {"0.5": 0.1}})
-    ledger.record(section, "test/01", entry("01", "scored/m-v1/test/01.parquet"))
-    raw = json.loads((tmp_path / "ledger.json").read_text())
-    assert raw == {"format": "memae-score-ledger/1", "models": {"m-v1": {
+def stamp(size: int = 100, mtime_ns: int = 10**18, sha256: str | None = None) -> Stamp:
+    return Stamp(size, mtime_ns, sha256)
+
+
+def test_the_ledger_keeps_entries_stamps_and_calibration_across_runs(tmp_path):
+    with Ledger(tmp_path) as ledger:
+        section = ledger.open_section("m-v1", {"memae.model_name": "m"}, {"clip_len": 16})
+        ledger.keep_calibration(section, {"error_rule": "l1", "quantiles": {"0.5": 0.1}})
+        scored = replace(entry("01", "scored/m-v1/test/01.parquet"), stamp=stamp(sha256="ab"))
+        ledger.record(section, "test/01", scored)
+        ledger.record(section, "test/02", entry("02", None))
+        ledger.restamp(section, {"test/02": stamp(7)})
+    with Ledger(tmp_path) as ledger:
+        section = ledger.open_section("m-v1", {}, {"clip_len": 16})
+        assert section.model == {"memae.model_name": "m"}
+        assert section.calibration == {"error_rule": "l1", "quantiles": {"0.5": 0.1}}
+        assert section.videos == {"test/01": scored, "test/02": replace(entry("02", None), stamp=stamp(7))}
+        assert not ledger.is_done(section, "test/01"), "its file is gone: not done"
+        assert ledger.is_done(section, "test/02"), "too short for a clip: done without a file"
+        (tmp_path / "scored/m-v1/test").mkdir(parents=True)
+        (tmp_path / "scored/m-v1/test/01.parquet").touch()
+        assert ledger.is_done(section, "test/01")
+
+
+def legacy_ledger() -> dict:
+    """A ledger.json as the scoring job wrote it before ledger.sqlite."""
+    return {"format": "memae-score-ledger/1", "models": {"m-v1": {
         "model": {"memae.model_name": "m"}, "settings": {"clip_len": 16},
         "calibration": {"error_rule": "l1", "quantiles": {"0.5": 0.1}},
         "videos": {"test/01": {"video_id": "01", "split": "test", "source": "/data/01", "num_frames": 10,
                                "num_clips": 3, "fps": 25.0, "file": "scored/m-v1/test/01.parquet",
                                "scored_at": "2025-01-01T00:00:00+00:00"}}}}}
-    assert list(raw["models"]["m-v1"]) == ["model", "settings", "calibration", "videos"]
+
+
+def test_an_earlier_ledger_json_is_migrated_once_with_a_message_and_kept(tmp_path):
+    (tmp_path / "ledger.json").write_text(json.dumps(legacy_ledger()))
     before = (tmp_path / "ledger.json").read_bytes()
-    Ledger(tmp_path).save()
+    lines: list[str] = []
+    with Ledger(tmp_path, echo=lines.append) as ledger:
+        section = ledger.open_section("m-v1", {}, {"clip_len": 16})
+        with pytest.raises(ValueError, match="other settings"):
+            ledger.open_section("m-v1", {}, {"clip_len": 8})
+    assert len(lines) == 1 and "migrated ledger.json (1 models, 1 videos)" in lines[0] and "is kept" in lines[0]
+    assert section.calibration == {"error_rule": "l1", "quantiles": {"0.5": 0.1}}
+    assert section.videos == {"test/01": LedgerEntry("01", "test", "/data/01", 10, 3, 25.0,
+                                                     "scored/m-v1/test/01.parquet", "2025-01-01T00:00:00+00:00")}
     assert (tmp_path / "ledger.json").read_bytes() == before
-    reopened = Ledger(tmp_path)
-    assert reopened.done_videos(reopened.sections["m-v1"]) == set(), "its file is gone: not done"
+    lines.clear()
+    with Ledger(tmp_path, echo=lines.append) as ledger:
+        ledger.record(ledger.open_section("m-v1", {}, {"clip_len": 16}), "test/02", entry("02", None))
+    assert lines == [], "migrated once"
+    with Ledger(tmp_path) as ledger:
+        assert sorted(ledger.open_section("m-v1", {}, {"clip_len": 16}).videos) == ["test/01", "test/02"]
+
+
+def test_paths_built_from_archive_data_never_leave_the_output_folder(tmp_path):
+    folder = tmp_path / "out" / "scored" / "m"
+    assert video_path(folder, "test", "a/b c", ".parquet").parent == folder / "test"
+    assert video_path(folder, "test", "..", ".parquet") == folder / "test" / "...parquet"
+    assert video_path(folder, "../../escaped", "01", ".parquet").parent.parent == folder, "one safe component"
+    with pytest.raises(UnsafePath, match="outside"):
+        video_path(folder, "..", "01", ".parquet")
+    (folder / "test").parent.mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (folder / "test").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UnsafePath, match="outside"):
+        video_path(folder, "test", "01", ".parquet")
+    with pytest.raises(UnsafePath):
+        Ledger(tmp_path / "out").folder("..")
 
 
 def test_actor_plan_shares_the_cpus_decoding_leaves_and_asks_for_gpus_only_when_there_are(monkeypatch):
@@ -207,7 +279,7 @@ def test_rebuilt_tables_put_every_video_on_one_unclipped_global_scale(tmp_path):
 
     ledger = Ledger(tmp_path)
     settings = ScoringSettings(clip_len=2, height=4, width=4, channels=1, stride=1, error_rule="l1", frame_rule="mean")
-    section = ledger.open_section("m", {}, {}, fresh=True)
+    section = ledger.open_section("m", {}, {})
     errors = {"a": [np.nan, 0.5, 1.0, 3.0], "b": [2.0, 2.0, 1.5, np.nan]}
     for video_id, values in errors.items():
         path = video_path(ledger.folder("m"), "test", video_id, ".parquet")
@@ -237,3 +309,86 @@ def test_map_spool_places_maps_at_their_frames_in_any_order(tmp_path):
     assert np.isnan(maps[[0, 1, 2, 6]]).all() and maps[3:6, 0, 0].tolist() == [3.0, 4.0, 5.0]
     assert list(tmp_path.iterdir()) == [tmp_path / "v.maps.npy"]
 
+
+
+def test_incremental_runs_score_new_and_changed_sources_defer_fresh_ones_and_skip_the_rest(tmp_path):
+    now = 2_000_000_000.0
+    units = {}
+    for name in ("same", "grown", "new", "fresh", "migrated"):
+        (tmp_path / f"{name}.mp4").write_bytes(b"x" * 10)
+        os.utime(tmp_path / f"{name}.mp4", (now - 3600, now - 3600))
+        units[name] = VideoUnit("train", name, str(tmp_path / f"{name}.mp4"))
+    os.utime(tmp_path / "fresh.mp4", (now - 60, now - 60))  # still being written, perhaps
+    with Ledger(tmp_path) as ledger:
+        section = ledger.open_section("m", {}, {})
+        for name in ("same", "grown", "migrated"):
+            recorded = replace(entry(name, None), stamp=None if name == "migrated" else source_stamp(units[name]))
+            ledger.record(section, f"train/{name}", recorded)
+        (tmp_path / "grown.mp4").write_bytes(b"x" * 20)
+        os.utime(tmp_path / "grown.mp4", (now - 1800, now - 1800))
+        chosen = select_videos(units.values(), ledger, section, incremental=True, settle_s=300, with_hash=False,
+                               now=now)
+        assert [u.video_id for u in chosen.todo] == ["grown", "new"] and chosen.changed == ["train/grown"]
+        assert chosen.skipped == ["train/same", "train/migrated"]
+        assert [(d.status, d.video_id) for d in chosen.deferred] == [("deferred", "fresh")]
+        assert "modified 60s ago (less than --settle-s 300)" in chosen.deferred[0].reason
+        assert chosen.restamped == {"train/migrated": source_stamp(units["migrated"])}, "adopts the current stamp"
+        assert chosen.stamps["train/grown"] == Stamp(20, int((now - 1800) * 1e9))
+        everything = select_videos(units.values(), ledger, section, incremental=False, settle_s=300,
+                                   with_hash=False, now=now)
+        assert len(everything.todo) == 5 and not everything.deferred and not everything.skipped
+
+
+def test_with_hash_the_content_decides(tmp_path):
+    now = 2_000_000_000.0
+    path = tmp_path / "v.mp4"
+    path.write_bytes(b"a" * 10)
+    os.utime(path, (now - 3600, now - 3600))
+    unit = VideoUnit("train", "v", str(path))
+    with Ledger(tmp_path) as ledger:
+        section = ledger.open_section("m", {}, {})
+        (first,) = select_videos([unit], ledger, section, True, 300, with_hash=True, now=now).todo
+        hashed = select_videos([unit], ledger, section, True, 300, with_hash=True, now=now).stamps["train/v"]
+        assert hashed.sha256 == hashlib.sha256(b"a" * 10).hexdigest()
+        ledger.record(section, "train/v", replace(entry("v", None), stamp=hashed))
+        os.utime(path, (now - 1000, now - 1000))  # touched: same content
+        chosen = select_videos([unit], ledger, section, True, 300, with_hash=True, now=now)
+        assert chosen.skipped == ["train/v"] and chosen.restamped["train/v"].mtime_ns == int((now - 1000) * 1e9)
+        assert select_videos([unit], ledger, section, True, 300, with_hash=False, now=now).changed == ["train/v"]
+        path.write_bytes(b"b" * 10)  # rewritten with the same size and time
+        os.utime(path, (now - 3600, now - 3600))
+        assert select_videos([unit], ledger, section, True, 300, with_hash=False, now=now).skipped == ["train/v"]
+        assert select_videos([unit], ledger, section, True, 300, with_hash=True, now=now).changed == ["train/v"]
+
+
+def test_a_folder_of_frames_is_stamped_and_hashed_over_all_its_frames(tmp_path):
+    from memae.datasets import VideoRecord
+
+    folder = tmp_path / "01"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.png").write_bytes(b"p" * 5)
+    frames = tuple(sorted(folder.iterdir()))
+    unit = VideoUnit("test", "01", str(folder), record=VideoRecord("01", "test", folder, frames))
+    before = source_stamp(unit)
+    assert before.size == 15
+    (folder / "2.png").write_bytes(b"p" * 6)
+    assert source_stamp(unit).size == 16
+    assert content_hash(unit) != content_hash(replace(unit, record=VideoRecord("01", "test", folder, frames[:2])))
+
+
+def test_videos_recorded_under_former_ids_keep_their_results_under_the_new_ones(tmp_path):
+    units = [VideoUnit("train", "cam/0001.mp4", "/srv/cam/0001.mp4"), VideoUnit("train", "cam/0002.mp4", "/srv/x")]
+    with Ledger(tmp_path) as ledger:
+        section = ledger.open_section("m", {}, {})
+        old = LedgerEntry("cam__0001", "train", "/srv/cam/0001.mp4", 10, 3, 25.0, "scored/m/train/cam__0001.parquet",
+                          "2025-01-01T00:00:00+00:00")
+        ledger.record(section, "train/cam__0001", old)
+        ledger.record(section, "train/gone", replace(old, video_id="gone", source="/srv/gone.mp4"))
+        moves = renamed_videos(units, section)
+        assert moves == {"train/cam__0001": units[0]}
+        ledger.rekey(section, {k: (u.key, u.video_id) for k, u in moves.items()})
+    with Ledger(tmp_path) as ledger:
+        section = ledger.open_section("m", {}, {})
+        assert sorted(section.videos) == ["train/cam/0001.mp4", "train/gone"]
+        assert section.videos["train/cam/0001.mp4"] == replace(old, video_id="cam/0001.mp4"), "same file, new id"

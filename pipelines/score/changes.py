@@ -1,0 +1,128 @@
+"""Which listed videos a run scores, which it skips as already scored, and which it defers to the next run.
+
+A video's source is stamped with its size and latest modification time (a folder of frame images: the sum of its
+files' sizes and the latest time of the folder and its files) and, with --hash, a SHA-256 of its content. The ledger
+keeps the stamp a video was scored from. An incremental run then scores a video when
+
+- the ledger has no entry for it, or its per-video file is gone;
+- its source changed: another size or time (with --hash: other content, so a file merely touched is not rescored);
+
+and defers it, reported but neither scored nor failed, while its source was modified less than --settle-s seconds
+ago: a camera may still be writing it. A run without --incremental scores every listed video. An entry recorded
+before stamps existed takes its source's current stamp without being rescored, and one recorded under an id of an
+earlier version (a file stem, where ids are now paths) moves to the id its file has now (`renamed_videos`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from pipelines.score.data import VideoOutcome, VideoUnit
+from pipelines.score.ledger import Ledger, LedgerSection, Stamp
+
+HASH_BLOCK = 1 << 20
+
+
+@dataclass
+class Selection:
+    """What a run does with each listed video, and the stamps it saw."""
+
+    todo: list[VideoUnit] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)  # keys in `todo` scored before, from a source since changed
+    skipped: list[str] = field(default_factory=list)  # keys scored before from the same source
+    deferred: list[VideoOutcome] = field(default_factory=list)
+    stamps: dict[str, Stamp | None] = field(default_factory=dict)  # of every video in `todo` (None: unreadable)
+    restamped: dict[str, Stamp] = field(default_factory=dict)  # skipped videos whose ledger stamp is to be updated
+
+
+def select_videos(units: Iterable[VideoUnit], ledger: Ledger, section: LedgerSection, incremental: bool,
+                  settle_s: float, with_hash: bool, now: float | None = None) -> Selection:
+    """Sorts `units` into scored, skipped and deferred (see the module docstring)."""
+    now = time.time() if now is None else now
+    chosen = Selection()
+    for unit in units:
+        stamp = source_stamp(unit)
+        entry = section.videos.get(unit.key) if incremental and ledger.is_done(section, unit.key) else None
+        if entry is not None and not with_hash and not changed(entry.stamp, stamp):
+            chosen.skipped.append(unit.key)
+            if entry.stamp is None and stamp is not None:
+                chosen.restamped[unit.key] = stamp
+            continue
+        age = now - stamp.mtime_ns / 1e9 if stamp else None
+        if incremental and age is not None and age < settle_s:
+            reason = f"modified {max(age, 0):.0f}s ago (less than --settle-s {settle_s:g}): left for the next run"
+            chosen.deferred.append(VideoOutcome("deferred", unit.split, unit.video_id, unit.source, reason))
+            continue
+        if stamp is not None and with_hash:
+            stamp = replace(stamp, sha256=content_hash(unit))
+        if entry is not None and not changed(entry.stamp, stamp):  # with --hash: the same content
+            chosen.skipped.append(unit.key)
+            if stamp != entry.stamp:
+                chosen.restamped[unit.key] = stamp
+            continue
+        if entry is not None:
+            chosen.changed.append(unit.key)
+        chosen.todo.append(unit)
+        chosen.stamps[unit.key] = stamp
+    return chosen
+
+
+def renamed_videos(units: Iterable[VideoUnit], section: LedgerSection) -> dict[str, VideoUnit]:
+    """Finished videos the ledger knows under another key than the listing now gives their source: old key -> unit.
+
+    Ids of earlier versions were file stems; a video keeps its results when its id changes but its file does not.
+    """
+    units = list(units)
+    listed = {u.key for u in units}
+    by_source = {(u.split, u.source): u for u in units}
+    moves: dict[str, VideoUnit] = {}
+    for key, entry in section.videos.items():
+        unit = by_source.get((entry.split, entry.source))
+        if key not in listed and unit is not None and unit.key not in section.videos:
+            moves[key] = by_source.pop((entry.split, entry.source))
+    return moves
+
+
+def changed(recorded: Stamp | None, current: Stamp | None) -> bool:
+    """Whether a source differs from the stamp it was scored from; with two hashes the content alone decides."""
+    if recorded is None:
+        return False  # recorded before stamps existed: nothing to compare with
+    if current is None:
+        return True  # unreadable now: score it again, and report why it fails
+    if recorded.sha256 and current.sha256:
+        return recorded.sha256 != current.sha256
+    return (recorded.size, recorded.mtime_ns) != (current.size, current.mtime_ns)
+
+
+def source_stamp(unit: VideoUnit) -> Stamp | None:
+    """Size and latest modification time of a video's source; None when it cannot be read."""
+    try:
+        if unit.record is not None and unit.record.frame_files:
+            stats = [os.stat(f) for f in unit.record.frame_files]
+            folder = os.stat(unit.record.source)
+            return Stamp(sum(s.st_size for s in stats), max([folder.st_mtime_ns, *(s.st_mtime_ns for s in stats)]))
+        info = os.stat(unit.shard or unit.source)
+    except OSError:
+        return None
+    return Stamp(info.st_size, info.st_mtime_ns)
+
+
+def content_hash(unit: VideoUnit) -> str | None:
+    """SHA-256 of a video's bytes (a folder of frames: of each file's name and bytes, in order); None if unreadable."""
+    digest = hashlib.sha256()
+    files = unit.record.frame_files if unit.record is not None and unit.record.frame_files else ()
+    try:
+        for path in files or (Path(unit.shard or unit.source),):
+            if files:
+                digest.update(path.name.encode() + b"\0")
+            with open(path, "rb") as f:
+                while block := f.read(HASH_BLOCK):
+                    digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
