@@ -1,6 +1,7 @@
 # Two entry points: `make demo` runs the main job on the built-in corpus, `make test` runs lint and tests.
-# Both create (or reuse) a virtualenv in .venv. TORCH selects the torch build: the default is the CPU wheel;
-# a GPU user runs e.g. `make TORCH=torch demo` or installs CUDA torch into .venv first.
+# Both create (or reuse) a virtualenv in .venv; `make test` also installs Debian's chromium for the browser test when
+# it can (.ci/ensure-browser), else that test is skipped and says why. TORCH selects the torch build: the default is
+# the CPU wheel; a GPU user runs e.g. `make TORCH=torch demo` or installs CUDA torch into .venv first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
@@ -20,6 +21,7 @@ demo: install
 	$(PY) jobs/demo.py
 
 test: install
+	.ci/ensure-browser
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 

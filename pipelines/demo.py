@@ -17,6 +17,7 @@ from pipelines.common.config import option
 from pipelines.common.tracking import ui_command
 from pipelines.ingest.run import IngestConfig, ingest
 from pipelines.score.config import ScoreConfig
+from pipelines.score.review import review_page
 from pipelines.score.run import score
 from pipelines.train.config import TrainConfig
 from pipelines.train.run import train
@@ -78,5 +79,6 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
     echo(f"model: models:/{config.model_name}@champion (version {trained.registered_version}, "
          f"{trained.chosen} checkpoint {trained.checkpoint_path})")
     echo(f"scores, plots and metrics: {scored.out}")
+    echo(f"review page (open it in a browser): {review_page(scored.out)}")
     echo(f"MLflow UI: {ui_command(tracking_uri)}   (then open http://127.0.0.1:5000)")
     return DemoResult(metrics["auc_micro"], scored.out, tracking_uri, trained.registered_version)
