@@ -69,6 +69,11 @@ def remove_temporary_files(folder: str | os.PathLike) -> list[Path]:
     return stale
 
 
+def resolves_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether `path` stays inside `folder` once resolved: no `..` and no symbolic link leads it elsewhere."""
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+
+
 def safe_name(name: str) -> str:
     """A file name for any id: unchanged when already safe, else made safe plus a hash of the original, so that
     two ids never share a file ("a b" and "a_b" stay apart)."""

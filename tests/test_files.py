@@ -53,3 +53,30 @@ def test_temporary_files_of_a_killed_run_are_found_and_removed(tmp_path):
     stale.write_text("half")
     assert remove_temporary_files(tmp_path) == [stale]
     assert not stale.exists() and kept.exists()
+
+
+def test_paths_that_leave_their_folder_are_told_apart(tmp_path):
+    from memae.files import resolves_inside
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "link").symlink_to(tmp_path)
+    assert resolves_inside(tmp_path / "out" / "a" / "b.parquet", tmp_path / "out")
+    assert not resolves_inside(tmp_path / "out" / ".." / "escaped", tmp_path / "out")
+    assert not resolves_inside(tmp_path / "out" / "link" / "x", tmp_path / "out")
+
+
+def test_a_rename_into_place_is_flushed_to_disk_file_first_then_its_folder(tmp_path, monkeypatch):
+    import os
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def record(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", record)
+    path = tmp_path / "sub" / "m.json"
+    write_json_atomic(path, {"a": 1})
+    assert len(synced) == 2 and synced[0].startswith(str(path.parent / ".m.json.tmp-"))
+    assert synced[1] == str(path.parent)

@@ -18,7 +18,7 @@ import numpy as np
 from memae.datasets import Preprocess, VideoDecodeError, VideoRecord, iter_frames
 from memae.datasets.decode import NO_FRAMES, label_length_issue, read_header
 from memae.datasets.records import Issue, ranges_from_labels
-from memae.files import safe_name
+from memae.files import resolves_inside, safe_name
 from pipelines.ingest.manifest import ManifestEntry, is_inside
 from pipelines.ingest.shards import SHARD_DIR, ShardWriter, frames_per_row_group
 
@@ -44,7 +44,7 @@ class VideoTask:
             ValueError: a shard path that would leave `out`, through its name or a link already in `out`.
         """
         shard = f"{SHARD_DIR}/{record.split}/{safe_name(record.video_id)}.parquet"
-        if not is_inside(shard) or not (out / shard).resolve().is_relative_to(out.resolve()):
+        if not is_inside(shard) or not resolves_inside(out / shard, out):
             raise ValueError(f"{record.video_id!r} of split {record.split!r} would be stored outside {out}: {shard}")
         return cls(dataclasses.replace(record, masks=None), prep, out, shard, dataset, encoding)  # masks: not stored
 

@@ -18,14 +18,24 @@ from __future__ import annotations
 import json
 import pickle
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from memae.datasets import Preprocess, VideoDecodeError, VideoRecord, detect_layout, iter_frames, open_dataset, probe
+from memae.datasets import (
+    Preprocess,
+    VideoDecodeError,
+    VideoRecord,
+    detect_layout,
+    iter_frames,
+    open_dataset,
+    probe,
+    unlisted_files,
+)
+from memae.datasets.records import Issue
 from pipelines.ingest.manifest import Manifest
 from pipelines.ingest.shards import LABEL, iter_shard
 from pipelines.registry.source import ScoringSettings
@@ -109,6 +119,7 @@ class Listing:
     normal: list[VideoUnit]
     problems: list[VideoOutcome]  # failed before any decoding
     stored_shape: tuple[int, int, int] | None = None  # (H, W, C) of shards
+    unlisted: list[Issue] = field(default_factory=list)  # files under the root that are part of no video, and why
 
 
 def list_archive(dataset: str, root: str | Path, split: str) -> Listing:
@@ -129,6 +140,7 @@ def list_archive(dataset: str, root: str | Path, split: str) -> Listing:
         [u for u in units if chosen == "all" or u.split == chosen],
         [u for u in units if u.split == "train" and u.known_normal],
         [p for p in problems if chosen == "all" or p.split == chosen],
+        unlisted=unlisted_files(root, records),
     )
     if not listing.units and not listing.problems:
         raise ValueError(f"{root}: no videos of split {chosen!r} in this {name} archive")

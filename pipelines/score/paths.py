@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memae.files import safe_name
+from memae.files import resolves_inside, safe_name
 
 
 class UnsafePath(ValueError):
@@ -22,7 +22,7 @@ def contained(path: Path, root: Path) -> Path:
     Raises:
         UnsafePath: when it resolves elsewhere (a `..` component, a symlink leading out).
     """
-    if not path.resolve().is_relative_to(root.resolve()):
+    if not resolves_inside(path, root):
         raise UnsafePath(f"{path} would be written outside {root}")
     return path
 

@@ -43,6 +43,7 @@ def score_report(config: ScoreConfig, source: ModelSource, listing: Listing, ski
         "rescored_changed": list(changed or []),
         "deferred": [d.problem() for d in deferred or []],
         "failed": [f.problem() for f in failed],
+        "skipped_files": [{"file": issue.file, "reason": issue.reason} for issue in listing.unlisted],
         "too_short": videos.short,
         "clips_scored": videos.clips,
         "frames_scored": frames,

@@ -161,8 +161,9 @@ def _prepare(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStac
     echo(f"model: {source.uri} ({source.kind}, key {source.key}); clips of {settings.clip_len} frames of "
          f"{settings.height}x{settings.width} {settings.color}, {settings.error_rule} error, "
          f"{settings.frame_rule} rule{rule_origin}")
+    unlisted = f", {len(listing.unlisted)} other files (listed in {REPORT_FILE})" if listing.unlisted else ""
     echo(f"data: {listing.dataset} ({listing.evidence}): {len(listing.units)} videos to consider, "
-         f"{len(listing.problems)} unusable")
+         f"{len(listing.problems)} unusable{unlisted}")
     out = Path(config.out).resolve()
     ledger = cleanup.enter_context(Ledger(out, echo))
     section = ledger.open_section(source.key, source.tags, asdict(settings), config.restart, echo)

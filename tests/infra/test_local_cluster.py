@@ -196,6 +196,7 @@ def test_scoring_writes_scores(cluster, trained):
     cluster.submit(
         "score", str(REPO / "jobs" / "score.py"), "--model", f"models:/{MODEL}@champion", "--dataset", "ucsd-ped2",
         "--root", str(cluster.dir / "archive"), "--out", str(scores), "--incremental",
+        "--settle-s", "0",  # the archive was written a moment ago: a nightly run would leave it for tomorrow
         # One CPU per scoring actor: by default the job sizes its actor from the whole cluster's CPUs, which no
         # single node of this cluster has.
         "--cpus-per-actor", "1",

@@ -311,6 +311,7 @@ def test_a_corrupt_video_is_reported_and_the_rest_scored(model, tmp_path, ray_se
     write_video_archive(archive, 3, 24)
     bad = archive / "cam" / "clip01.mp4"
     bad.write_bytes(bad.read_bytes()[:300])  # cut short: no usable stream
+    (archive / "cam" / "notes.txt").write_text("camera moved on Monday")  # part of no video: listed, not failed
     out = tmp_path / "out"
     args = ["--model", str(model["checkpoint"]), "--dataset", "videos", "--root", str(archive), "--out", str(out),
             "--mlflow", "false"]
@@ -318,6 +319,8 @@ def test_a_corrupt_video_is_reported_and_the_rest_scored(model, tmp_path, ray_se
     report = json.loads((out / "score_report.json").read_text())
     assert [(f["video_id"], f["file"]) for f in report["failed"]] == [("cam/clip01.mp4", str(bad))]
     assert report["scored"] == 2 and not report["ok"]
+    assert [(f["file"], f["reason"]) for f in report["skipped_files"]] == [
+        (str(archive / "cam" / "notes.txt"), "not a video file (.txt)")]
     frames = read_scores(out)
     assert sorted(frames.video_id.unique()) == ["cam/clip00.mp4", "cam/clip02.mp4"]
     assert (frames.label == -1).all() and frames.time_s.notna().all()

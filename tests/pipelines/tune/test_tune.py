@@ -195,6 +195,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(base, tm
         with contextlib.suppress(ProcessLookupError):
             os.killpg(job.pid, signal.SIGKILL)  # whatever of its Ray is left
     folder = Path(base.storage_path) / "resumable"
+    mlflow.set_tracking_uri(config.tracking_uri)  # an earlier test may have pointed this process at its own store
     parent = find_mlflow_run(config.experiment, "resumable")
     table = trial_rows(str(folder), "holdout_error", list(config.spaces()),
                        child_runs(config.experiment, parent, "resumable"))
@@ -202,7 +203,8 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(base, tm
     assert job.returncode == 1, first_out[-3000:]  # not complete: nothing a retry of the same command fixes
     assert "objective holdout_error (min)" in first_out and "--resume" in first_out
     assert len(table) == 2, table
-    done = next(r for r in table if r["status"] == "finished")
+    done = next((r for r in table if r["status"] == "finished"), None)
+    assert done is not None, (table, first_out[-3000:])
     cut = next(r for r in table if r is not done)
     assert cut["status"] not in ("finished", "failed") and 1 <= cut["epochs"] < 8, "the second trial was cut short"
     checkpoint = Path(done["checkpoint"])
