@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,3 +53,18 @@ def empty_video(path: Path) -> Path:
     fourcc = cv2.VideoWriter_fourcc(*("XVID" if path.suffix == ".avi" else "mp4v"))
     cv2.VideoWriter(str(path), fourcc, TINY.fps, (TINY.width, TINY.height), True).release()
     return path
+
+
+def archive_with_bad_links(root: Path, elsewhere: Path) -> dict[str, str]:
+    """Writes one good video (`cam1/0001.mp4`) under `root` and three links beside it that are not videos: one
+    dangling, one a loop, one leading to a video in `elsewhere`; returns how listing must report each link, by id."""
+    tiny_video(root / "cam1" / "0001.mp4")
+    tiny_video(elsewhere / "outside.mp4")
+    os.symlink(root / "cam1" / "missing.mp4", root / "cam1" / "dangling.mp4")
+    os.symlink(root / "cam1" / "loop.mp4", root / "cam1" / "loop.mp4")
+    os.symlink(elsewhere / "outside.mp4", root / "cam1" / "outside.mp4")
+    return {
+        "cam1/dangling.mp4": f"a dangling symbolic link (to {root / 'cam1' / 'missing.mp4'}, which does not exist)",
+        "cam1/loop.mp4": "a symbolic link loop",
+        "cam1/outside.mp4": f"symbolic link to a file outside --root ({elsewhere / 'outside.mp4'})",
+    }
