@@ -21,6 +21,7 @@ image frames are written with Pillow, Avenue's labels with scipy.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -407,8 +408,6 @@ def _write_ucsd_m(out: Path, layout: str, tests: list[WrittenVideo]) -> None:
 
 
 def _avenue(out: Path, video: SynthVideo, index: int, cfg: SynthConfig) -> tuple[str, list[Path]]:
-    from scipy.io import savemat
-
     video_id = f"{index + 1:02d}"
     folder = "training_videos" if video.split == "train" else "testing_videos"
     path = write_video(out / folder / f"{video_id}.avi", video.frames, cfg.fps)
@@ -418,8 +417,22 @@ def _avenue(out: Path, video: SynthVideo, index: int, cfg: SynthConfig) -> tuple
             vol[0, i] = mask.astype(np.uint8)
         label_dir = out / "ground_truth_demo" / "testing_label_mask"
         label_dir.mkdir(parents=True, exist_ok=True)
-        savemat(label_dir / f"{index + 1}_label.mat", {"volLabel": vol}, do_compression=True)
+        _write_mat(label_dir / f"{index + 1}_label.mat", {"volLabel": vol})
     return video_id, [path]
+
+
+def _write_mat(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """A MATLAB 5 file as Avenue ships its labels, with a fixed header so that one seed gives identical bytes.
+
+    scipy stamps the creation time into the 116-byte text header; a reproducible corpus must not differ by the second.
+    """
+    from scipy.io import savemat
+
+    buffer = io.BytesIO()
+    savemat(buffer, arrays, do_compression=True)
+    data = bytearray(buffer.getvalue())
+    data[:116] = b"MATLAB 5.0 MAT-file, written by memae's synthetic corpus".ljust(116)
+    path.write_bytes(bytes(data))
 
 
 def _shanghaitech(out: Path, video: SynthVideo, index: int, cfg: SynthConfig) -> tuple[str, list[Path]]:
