@@ -1,22 +1,24 @@
-"""Decode one record into uint8 frames (T, H, W, C): decord for video files, Pillow for frame images.
+"""Decode one record into uint8 frames (T, H, W, C): a video decoder for video files, Pillow for frame images.
 
-decord has known leaks and a rare deadlock on files that over-report their frame count, so each call opens one
-reader, reads sequentially until the stream really ends, releases the reader, and compares the count it decoded
-with what the file promised. A damaged input raises `VideoDecodeError(path, reason, detail)`: the reason in plain
-words ("holds no frames", "not a video decord can read (corrupt or truncated)"), the decoder's own text in `detail`;
-nothing is silently dropped.
+Video files go through one of the backends of `memae.datasets.decoders` ("decord", "opencv", "torchcodec"; the
+`decoder=` argument, "auto" for the fastest installed, `DEFAULT_DECODER` when not given). Whatever the backend,
+each call opens one reader, reads sequentially until the stream really ends, releases the reader, and compares the
+count it decoded with what the file promised. A damaged input raises `VideoDecodeError(path, reason, detail)`: the
+reason in plain words ("holds no frames", "not a video decord can read (corrupt or truncated)"), the decoder's own
+text in `detail`; nothing is silently dropped.
 
 decord and OpenCV both rescale a video whose frame size changes mid-stream to its first size without a word, and
 expose no per-frame size; for frame images the change is seen, and reported as a note (or refused when the frames
 are kept at their own size, which a change makes impossible).
 
-Resizing happens inside decord while decoding, which beat decoding at full size and resizing afterwards with
-Pillow (benchmarks/bench_ingest.py). Grayscale is Pillow's "L" conversion (ITU-R 601 luma) for video and image frames
-alike, so a video and the same frames saved as images give the same gray levels.
+decord resizes while decoding; OpenCV and torchcodec decode at full size and resize after (decoders.py says how).
+Grayscale is ITU-R 601 luma for video and image frames alike: Pillow's "L" conversion of the colour frame (decord,
+frame images) or the luma plane the encoder stored (OpenCV), within about a gray level of each other.
 
     from memae.datasets import open_dataset, decode, Preprocess
     record = open_dataset("avenue", "/data/Avenue Dataset", split="test")[0]
     frames = decode(record, Preprocess(size=(256, 256), color="gray"))   # (1439, 256, 256, 1) uint8
+    frames = decode(record, Preprocess(size=(256, 256), color="gray"), decoder="opencv")
 """
 
 from __future__ import annotations
@@ -39,6 +41,40 @@ log = logging.getLogger(__name__)
 
 UNREADABLE_VIDEO = "not a video decord can read (corrupt or truncated)"
 NO_FRAMES = "holds no frames"
+DECODERS = ("decord", "opencv", "torchcodec")  # the registered video backends (decoders.BACKENDS)
+DEFAULT_DECODER = "decord"  # what library callers get; ingest's --decoder defaults to "auto"
+
+
+def unreadable(decoder: str) -> str:
+    """The reason given for a file that `decoder` cannot open and that is not known to be empty."""
+    return f"not a video {decoder} can read (corrupt or truncated)"
+
+
+def decoder_status() -> dict[str, str | None]:
+    """Each registered backend: None when it is usable here, else why not (its import error)."""
+    from memae.datasets.decoders import unavailable
+
+    return {name: unavailable(name) for name in DECODERS}
+
+
+def resolve_decoder(name: str) -> str:
+    """`name`, or for "auto" the first usable backend of `decoders.AUTO_ORDER` (the fastest measured first).
+
+    Raises:
+        ValueError: an unknown name, a backend that cannot be used here (with its reason), or "auto" with none.
+    """
+    from memae.datasets.decoders import AUTO_ORDER, unavailable
+
+    if name == "auto":
+        for candidate in AUTO_ORDER:
+            if unavailable(candidate) is None:
+                return candidate
+        raise ValueError("no video decoder can be used here: " + "; ".join(f"{n}: {unavailable(n)}" for n in DECODERS))
+    if name not in DECODERS:
+        raise ValueError(f"decoder must be auto or one of {', '.join(DECODERS)}, not {name!r}")
+    if (reason := unavailable(name)) is not None:
+        raise ValueError(f"decoder {name} cannot be used here: {reason}")
+    return name
 
 
 class VideoDecodeError(RuntimeError):
@@ -70,29 +106,34 @@ class Preprocess:
         return 1 if self.color == "gray" else 3
 
 
-def decode(record: VideoRecord, prep: Preprocess) -> np.ndarray:
+def decode(record: VideoRecord, prep: Preprocess, decoder: str = DEFAULT_DECODER) -> np.ndarray:
     """All frames of `record` as one (T, H, W, C) uint8 array. For long videos prefer `iter_frames`."""
-    chunks = list(iter_frames(record, prep))
+    chunks = list(iter_frames(record, prep, decoder=decoder))
     if not chunks:
         raise VideoDecodeError(record.source, "no frames")
     return np.concatenate(chunks)
 
 
 def iter_frames(
-    record: VideoRecord, prep: Preprocess, chunk: int = 256, notes: list[Issue] | None = None
+    record: VideoRecord,
+    prep: Preprocess,
+    chunk: int = 256,
+    notes: list[Issue] | None = None,
+    decoder: str = DEFAULT_DECODER,
 ) -> Iterator[np.ndarray]:
     """The frames of `record` in order, in (n<=chunk, H, W, C) uint8 pieces, so memory does not grow with length.
 
     Args:
         notes: where to add what is worth reporting but does not stop decoding (frame images whose size changes
             mid-video, rescaled to the stored size); logged as warnings when not given.
+        decoder: the video backend ("auto" for the fastest installed); frame images always go through Pillow.
 
     Raises:
         VideoDecodeError: at the first frame that cannot be decoded, or at the end when fewer frames came out than
             the file declares (a truncated or damaged file).
     """
     if record.is_video_file:
-        yield from _iter_video(record.source, prep, chunk)
+        yield from _iter_video(record.source, prep, chunk, resolve_decoder(decoder))
     else:
         if not record.frame_files:
             raise VideoDecodeError(record.source, "no frame images in this folder")
@@ -120,49 +161,25 @@ def check_file(path: Path) -> None:
             raise VideoDecodeError(path, f"truncated: its header declares {declared} bytes, the file has {size}")
 
 
-def _iter_video(path: Path, prep: Preprocess, chunk: int) -> Iterator[np.ndarray]:
-    import decord
+def _iter_video(path: Path, prep: Preprocess, chunk: int, decoder: str) -> Iterator[np.ndarray]:
+    from memae.datasets.decoders import BACKENDS
 
     check_file(path)
-    resize = {"height": prep.size[0], "width": prep.size[1]} if prep.size else {}
+    video = BACKENDS[decoder].open(path, prep.size, prep.channels)
     try:
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1, **resize)
-    except Exception as exc:  # decord raises RuntimeError or its own DECORDError, with C++ traces attached
-        raise open_error(path, exc) from None
-    try:
-        declared = len(reader)
         decoded = 0
-        while True:
-            frames = _read_chunk(reader, path, chunk, decoded, prep.channels)
-            if frames is None:
-                break
+        for frames in video.chunks(chunk):
             decoded += len(frames)
             yield frames
     finally:
-        del reader
+        video.close()
+    declared = video.declared
+    if path.suffix.lower() == ".avi":  # decord counts only the frames it can index: a damaged AVI looks whole to it
+        declared = max(declared, _avi_frames(path) or 0)
     if decoded == 0:
-        raise VideoDecodeError(path, NO_FRAMES, f"decord declared {declared} frames and decoded none")
+        raise VideoDecodeError(path, NO_FRAMES, f"{decoder} declared {declared} frames and decoded none")
     if decoded < declared:
         raise VideoDecodeError(path, f"truncated or damaged: decoded {decoded} of the {declared} frames it declares")
-
-
-def _read_chunk(reader, path: Path, chunk: int, start: int, channels: int) -> np.ndarray | None:
-    """Up to `chunk` frames read sequentially with next(), which stops where the stream really ends."""
-    out = None
-    n = 0
-    while n < chunk:
-        try:
-            frame = reader.next().asnumpy()
-        except StopIteration:
-            break
-        except Exception as exc:
-            reason = f"decoding failed at frame {start + n} (corrupt data)"
-            raise VideoDecodeError(path, reason, first_line(exc)) from None
-        if out is None:
-            out = np.empty((chunk, *frame.shape[:2], channels), dtype=np.uint8)
-        out[n] = np.asarray(Image.fromarray(frame).convert("L"))[..., None] if channels == 1 else frame
-        n += 1
-    return None if out is None else out[:n]
 
 
 def _iter_images(
@@ -216,7 +233,7 @@ def _note(notes: list[Issue] | None, issue: Issue) -> None:
         notes.append(issue)
 
 
-def read_header(record: VideoRecord) -> VideoRecord:
+def read_header(record: VideoRecord, decoder: str = DEFAULT_DECODER) -> VideoRecord:
     """`record` with the frame count and fps its video file's header declares; frame folders come back unchanged.
 
     Raises:
@@ -224,28 +241,26 @@ def read_header(record: VideoRecord) -> VideoRecord:
     """
     if not record.is_video_file:
         return record
-    import decord
+    from memae.datasets.decoders import BACKENDS
 
+    decoder = resolve_decoder(decoder)
     check_file(record.source)
+    video = BACKENDS[decoder].open(record.source, None, 3)
     try:
-        reader = decord.VideoReader(str(record.source), ctx=decord.cpu(0), num_threads=1)
-    except Exception as exc:
-        raise open_error(record.source, exc) from None
-    try:
-        num_frames, fps = len(reader), float(reader.get_avg_fps())
+        num_frames, fps = video.declared, video.fps
     finally:
-        del reader
+        video.close()
     if num_frames == 0:
-        raise VideoDecodeError(record.source, NO_FRAMES, "decord reads a frame count of 0 in its header")
+        raise VideoDecodeError(record.source, NO_FRAMES, f"{decoder} reads a frame count of 0 in its header")
     return dataclasses.replace(record, num_frames=num_frames, fps=fps or record.fps)
 
 
-def probe(record: VideoRecord) -> VideoRecord:
+def probe(record: VideoRecord, decoder: str = DEFAULT_DECODER) -> VideoRecord:
     """`record` with frame count and fps read from a video file's header; failures become problems."""
     if not record.is_video_file:
         return record
     try:
-        probed = read_header(record)
+        probed = read_header(record, decoder)
     except VideoDecodeError as exc:
         return dataclasses.replace(record, problems=(*record.problems, Issue(exc.path, exc.reason)))
     if probed.labels is not None and len(probed.labels) != probed.num_frames:
@@ -259,18 +274,19 @@ def label_length_issue(record: VideoRecord, num_frames: int) -> Issue:
     return Issue(str(where), f"{len(record.labels)} frame labels for {record.video_id}, which has {num_frames} frames")
 
 
-def open_error(path: str | Path, exc: BaseException) -> VideoDecodeError:
-    """decord's refusal to open a file, in plain words; its own text kept as the detail.
+def open_error(path: str | Path, exc: BaseException, decoder: str = "decord") -> VideoDecodeError:
+    """A decoder's refusal to open a file, in plain words; its own text kept as the detail.
 
     decord says the same of an AVI recorded with no frames and of a damaged one ("cannot find video stream", "Cannot
     create buffer source"): the frame count in an AVI's header tells them apart. Other containers without a video
-    stream hold no frames.
+    stream hold no frames: decord says "cannot find video stream"; OpenCV says nothing, and an MP4 whose movie box
+    lists no track is recognised from its boxes (decoders.mp4_without_tracks).
     """
     if Path(path).suffix.lower() == ".avi":
         empty = _avi_frames(path) == 0
     else:
-        empty = "cannot find video stream" in str(exc)
-    return VideoDecodeError(path, NO_FRAMES if empty else UNREADABLE_VIDEO, first_line(exc))
+        empty = "cannot find video stream" in str(exc) or bool(getattr(exc, "no_video_stream", False))
+    return VideoDecodeError(path, NO_FRAMES if empty else unreadable(decoder), first_line(exc))
 
 
 def _avi_frames(path: str | Path) -> int | None:

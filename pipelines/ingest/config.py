@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memae.datasets import DATASETS
+from memae.datasets.decode import DECODERS, DEFAULT_DECODER
 from memae.datasets.records import SPLITS
 from pipelines.common.config import option, parse_size
-from pipelines.ingest.shards import ENCODINGS
+from pipelines.ingest.shards import DEFAULT_ENCODING, ENCODINGS
 
 COLORS = ("gray", "rgb")
 NATIVE_SIZES = ("native", "none")  # --size words that keep each video's own size
@@ -36,8 +37,13 @@ class IngestConfig:
     clip_len: int = option(16, "clip length recorded for readers")
     num_cpus: int | None = option(None, "CPUs of a local Ray; none given: all cores")
     encoding: str = option(
-        "tensor", "image column: an Arrow tensor, or raw bytes, much cheaper to write (pipelines/ingest/shards.py)",
-        choices=ENCODINGS,
+        DEFAULT_ENCODING, "image column: raw uint8 bytes per frame with the shape in the field's metadata, or an "
+        "Arrow tensor, as costly to write as decoding (pipelines/ingest/shards.py)", choices=ENCODINGS,
+    )
+    decoder: str = option(
+        DEFAULT_DECODER, "video decoder (memae/datasets/decoders.py); decord by default, as scoring decodes raw video "
+        "with it (gray levels differ by about one between decoders); opencv is faster; auto: the fastest installed",
+        choices=("auto", *DECODERS),
     )
     wait_s: float = option(0.0, "seconds to wait while another job writes --out, then give up with status 4")
     verbose: bool = option(False, "show Ray and MLflow internals")
@@ -69,6 +75,7 @@ class IngestConfig:
             ("--split", self.split, (*SPLITS, "all")),
             ("--color", self.color, COLORS),
             ("--encoding", self.encoding, ENCODINGS),
+            ("--decoder", self.decoder, ("auto", *DECODERS)),
         ):
             if value not in allowed:
                 raise ValueError(f"{flag} must be one of {', '.join(allowed)}, not {value!r}")

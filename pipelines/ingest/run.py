@@ -4,10 +4,10 @@
 
 The driver lists the archive (cheap: no video is opened, label files are checked against their size before they are
 loaded; only UCSD's pixel-mask images are read, for their labels), then Ray Data streams one task per video
-(`tasks.py`): decode it with decord (or Pillow for frame folders) at the stored size, convert to gray or keep RGB,
-and write its shard row group by row group (`worker.py`), so a task holds a few hundred frames whatever the video's
-length, and the driver holds only per-video summaries. One whole video per task was the fastest route measured; it
-also makes every video its own unit of success:
+(`tasks.py`): decode it with --decoder (auto: the fastest installed, OpenCV where it is; Pillow for frame folders)
+at the stored size, convert to gray or keep RGB, and write its shard row group by row group (`worker.py`), so a
+task holds a few hundred frames whatever the video's length, and the driver holds only per-video summaries. One
+whole video per task was the fastest route measured; it also makes every video its own unit of success:
 
 - a shard is renamed into place only when complete; the manifest is rewritten atomically as videos finish;
 - a rerun skips videos the manifest records as done (and whose shard is there) and removes stale temporary files;
@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from memae.datasets import Preprocess, VideoRecord, detect_layout, open_dataset, unlisted_files
+from memae.datasets.decode import resolve_decoder
 from memae.datasets.records import Issue, select_split
 from memae.files import remove_temporary_files, write_json_atomic
 from pipelines.common.lock import folder_lock
@@ -130,7 +131,11 @@ def _ingest(
 ) -> IngestResult:
     """The ingest proper, once the output folder is ours."""
     prep = Preprocess(cfg.size, cfg.color)
-    echo(f"dataset: {name} ({evidence}); root {root}")
+    try:
+        decoder = resolve_decoder(cfg.decoder)  # once, here: every video of a run goes through the same decoder
+    except ValueError as exc:
+        raise IngestError(f"--decoder: {exc}") from None
+    echo(f"dataset: {name} ({evidence}); root {root}; decoder {decoder}; shard encoding {cfg.encoding}")
     try:
         every = open_dataset(name, root, "all", probe_videos=False)  # all splits: no split's files look unused
     except (FileNotFoundError, ValueError) as exc:
@@ -143,7 +148,8 @@ def _ingest(
     for stale in remove_temporary_files(out / SHARD_DIR):
         echo(f"removed a half-written file from an interrupted run: {stale}")
 
-    plan = _plan(records, manifest, [VideoTask.of(record, prep, out, name, cfg.encoding) for record in records])
+    tasks = [VideoTask.of(record, prep, out, name, cfg.encoding, decoder) for record in records]
+    plan = _plan(records, manifest, tasks)
     for item in plan.warnings:
         echo(f"warning {item['split']}/{item['video_id']}: {item['file']}: {item['reason']}")
     for item in plan.failed:

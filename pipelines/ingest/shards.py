@@ -5,18 +5,34 @@ unknown) and `image`, the frame as uint8 (H, W, C). Frames are stored once; clip
 does not grow with the clip length. Row groups hold a fixed number of frames, so a reader fetches only the frames a
 clip range needs.
 
-The image column comes in two encodings, read alike by `iter_shard`:
+The image column comes in two encodings, read alike by `iter_shard` (a folder may hold both: each manifest entry
+and each shard's footer says which):
 
-- "tensor" (default): an Arrow tensor column, canonical `arrow.fixed_shape_tensor`, which any Arrow reader
-  understands. Parquet has no 8-bit physical type and widens each uint8 to an INT32, so it is written with
-  BYTE_STREAM_SPLIT and zstd (the three zero bytes of each value compress away and the file stays smaller than the
-  raw frames), but encoding costs about 7 ns of CPU per pixel: 0.5-1 ms for a 256x256 frame, as much as decoding it
-  (at 64x64 it is a tenth of the decoding).
-- "binary": `fixed_size_binary(H*W*C)` with the shape in the field metadata, zstd; about a fifth of the CPU of
-  "tensor" to write and read, for when ingest throughput at large sizes matters more than self-description.
+- "binary" (the default since issue 14): `fixed_size_binary(H*W*C)`, one value per frame, the frame's bytes in
+  C order (row by row, channels last); Parquet stores it as FIXED_LEN_BYTE_ARRAY, PLAIN, uncompressed, so writing
+  it is a copy. The field's metadata says how to read a value: `memae.shape` (JSON [H, W, C]), `memae.dtype`
+  ("uint8") and `memae.layout` ("HWC"); any Arrow reader gets the bytes, and numpy turns them into frames:
+
+      table = pyarrow.parquet.read_table(path)
+      field = table.schema.field("image")
+      shape = json.loads(field.metadata[b"memae.shape"])
+      frames = numpy.frombuffer(table.column("image").combine_chunks().buffers()[1], numpy.uint8).reshape(-1, *shape)
+
+  Bytes on disk are the raw frames plus about 0.1% (benchmarks/bench_ingest.py; the limit is 1.5x).
+- "tensor" (the default before): the canonical Arrow extension type `arrow.fixed_shape_tensor`, which Arrow
+  readers turn into tensors by themselves. Parquet has no 8-bit physical type and widens each uint8 to an INT32, so
+  it is written with BYTE_STREAM_SPLIT and zstd (the three zero bytes of each value compress away), but encoding
+  costs about 7 ns of CPU per pixel: 0.5-1 ms for a 256x256 frame, as much as decoding it. Still written on request
+  (--encoding tensor), and read wherever it was written.
+
+Measured on 250 frames of 256x256 gray from the synthetic scene (2 cores): "binary" uncompressed costs 0.03 ms of
+CPU a frame to write and 1.0x the raw bytes; with zstd level 1 it would cost 0.15 ms and 0.23x (lz4 and snappy do
+not compress these frames at all); "tensor" costs 0.6-1.2 ms and 0.37x. Decoding a 480x640 H.264 frame costs about
+1 ms, so "binary" without compression is what keeps ingest near the speed of decoding (README, "Decoders and shard
+encoding").
 
 A shard is written under a hidden temporary name in its final folder and renamed into place when complete, so a
-`*.parquet` file is never half-written.
+`*.parquet` file is never half-written. Its footer carries the video's manifest entry (`ShardWriter.seal`).
 """
 
 from __future__ import annotations
@@ -34,20 +50,24 @@ from memae.files import replace_atomically, temporary_path
 SHARD_DIR = "shards"  # shards/<split>/<video id>.parquet in an ingest's output folder
 FRAME, LABEL, IMAGE = "frame", "label", "image"
 META_KEY = b"memae"
-COMPRESSION, COMPRESSION_LEVEL = "zstd", 1
-ENCODINGS = ("tensor", "binary")
-SHAPE_KEY = b"memae.shape"
+ENCODINGS = ("binary", "tensor")
+DEFAULT_ENCODING = "binary"
+COMPRESSION = {"binary": ("none", None), "tensor": ("zstd", 1)}  # (codec, level) per encoding
+SHAPE_KEY = b"memae.shape"  # binary: JSON [H, W, C] of each value
+BINARY_FIELD_METADATA = {b"memae.dtype": b"uint8", b"memae.layout": b"HWC"}
 RECORD_KEY = b"memae.entry"  # in the footer: the video's manifest entry, written when the shard is complete
 ROW_GROUP_BYTES = 8 << 20  # frames held in memory at once while writing or reading
 
 
 def storage_description(encoding: str) -> dict:
     """How shards of `encoding` store frames, in the words an ingest manifest records."""
+    codec, level = COMPRESSION[encoding]
+    image = "uint8 (H, W, C)" if encoding == "tensor" else "fixed_size_binary(H*W*C): uint8 (H, W, C) in C order"
     return {
         "unit": "one Parquet file per video, one row per frame; clips are cut when reading",
-        "columns": {FRAME: "int32, 0-based", LABEL: "int8, 0/1, -1 unknown", IMAGE: "uint8 (H, W, C)"},
+        "columns": {FRAME: "int32, 0-based", LABEL: "int8, 0/1, -1 unknown", IMAGE: image},
         "encoding": encoding,
-        "compression": f"{COMPRESSION} level {COMPRESSION_LEVEL}",
+        "compression": codec if level is None else f"{codec} level {level}",
     }
 
 
@@ -63,7 +83,7 @@ class ShardWriter:
     """
 
     def __init__(
-        self, path: str | Path, frame_shape: tuple[int, int, int], metadata: dict, encoding: str = "tensor"
+        self, path: str | Path, frame_shape: tuple[int, int, int], metadata: dict, encoding: str = DEFAULT_ENCODING
     ) -> None:
         if encoding not in ENCODINGS:
             raise ValueError(f"encoding must be one of {ENCODINGS}, not {encoding!r}")
@@ -75,16 +95,18 @@ class ShardWriter:
             image = pa.field(IMAGE, pa.fixed_shape_tensor(pa.uint8(), self.frame_shape), nullable=False)
         else:
             shape = json.dumps(self.frame_shape).encode()
-            image = pa.field(IMAGE, pa.binary(int(np.prod(self.frame_shape))), False, {SHAPE_KEY: shape})
+            image = pa.field(IMAGE, pa.binary(int(np.prod(self.frame_shape))), False,
+                             {SHAPE_KEY: shape, **BINARY_FIELD_METADATA})
         schema = pa.schema(
             [pa.field(FRAME, pa.int32(), nullable=False), pa.field(LABEL, pa.int8(), nullable=False), image],
             metadata={META_KEY: json.dumps(metadata).encode()},
         )
+        codec, level = COMPRESSION[encoding]
         self._writer = pq.ParquetWriter(
             self.tmp,
             schema,
-            compression=COMPRESSION,
-            compression_level=COMPRESSION_LEVEL,
+            compression=codec,
+            compression_level=level,
             use_dictionary=False,
             write_statistics=[FRAME],
             use_byte_stream_split=[f"{IMAGE}.list.element"] if encoding == "tensor" else False,

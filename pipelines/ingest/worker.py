@@ -9,6 +9,7 @@ read-only, gone): that raises `ShardWriteError`, and the job stops as failed rat
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from memae.datasets import Preprocess, VideoDecodeError, VideoRecord, iter_frames
-from memae.datasets.decode import NO_FRAMES, label_length_issue, read_header
+from memae.datasets.decode import DEFAULT_DECODER, NO_FRAMES, label_length_issue, read_header
 from memae.datasets.records import Issue, ranges_from_labels
 from memae.files import resolves_inside, safe_name
 from pipelines.ingest.manifest import ManifestEntry, is_inside
-from pipelines.ingest.shards import SHARD_DIR, ShardWriter, frames_per_row_group
+from pipelines.ingest.shards import DEFAULT_ENCODING, SHARD_DIR, ShardWriter, frames_per_row_group
 
-DECODE_CHUNK = 64  # frames decoded at a time
+DECODE_CHUNK = 64  # frames decoded at a time when the stored size is not known in advance (--size native)
 
 
 @dataclass(frozen=True)
@@ -34,10 +35,12 @@ class VideoTask:
     out: Path
     shard: str
     dataset: str
-    encoding: str = "tensor"
+    encoding: str = DEFAULT_ENCODING
+    decoder: str = DEFAULT_DECODER  # a backend's name, resolved by the driver (never "auto")
 
     @classmethod
-    def of(cls, record: VideoRecord, prep: Preprocess, out: Path, dataset: str, encoding: str) -> VideoTask:
+    def of(cls, record: VideoRecord, prep: Preprocess, out: Path, dataset: str, encoding: str,
+           decoder: str = DEFAULT_DECODER) -> VideoTask:
         """The task for `record`, stored at shards/<split>/<safe video id>.parquet under `out`.
 
         Raises:
@@ -46,7 +49,8 @@ class VideoTask:
         shard = f"{SHARD_DIR}/{record.split}/{safe_name(record.video_id)}.parquet"
         if not is_inside(shard) or not resolves_inside(out / shard, out):
             raise ValueError(f"{record.video_id!r} of split {record.split!r} would be stored outside {out}: {shard}")
-        return cls(dataclasses.replace(record, masks=None), prep, out, shard, dataset, encoding)  # masks: not stored
+        record = dataclasses.replace(record, masks=None)  # masks: not stored
+        return cls(record, prep, out, shard, dataset, encoding, decoder)
 
 
 class ShardWriteError(RuntimeError):
@@ -60,13 +64,14 @@ def ingest_video(task: VideoTask) -> ManifestEntry:
         ShardWriteError: the shard could not be written.
     """
     started = time.perf_counter()
+    _one_thread()
     record = task.record
     if record.problems:
         return ManifestEntry.failed(record, record.problems[0])
     notes: list[Issue] = []
     path = task.out / task.shard
     try:
-        record = read_header(record)  # frame count and fps; cheap, and catches label length mismatches early
+        record = read_header(record, task.decoder)  # frame count and fps; cheap; catches label mismatches early
         if record.labels is not None and record.num_frames is not None and len(record.labels) != record.num_frames:
             raise _LabelMismatch(label_length_issue(record, record.num_frames))
         entry = _write_shard(record, task, path, notes, started)
@@ -80,6 +85,16 @@ def ingest_video(task: VideoTask) -> ManifestEntry:
         issue = Issue(str(record.source), "could not be ingested: an unexpected error (see detail)")
         return ManifestEntry.failed(record, issue, f"{type(exc).__name__}: {exc}", tuple(notes))
     return dataclasses.replace(entry, bytes=path.stat().st_size)
+
+
+def _one_thread() -> None:
+    """A worker decodes one video on one core: OpenCV's own thread pool (resizing, the gray LUT) only adds
+    contention there; one thread cost about a tenth less CPU per frame (benchmarks/bench_ingest.py)."""
+    try:
+        import cv2
+    except ImportError:
+        return
+    cv2.setNumThreads(1)
 
 
 def _done_entry(record: VideoRecord, task: VideoTask, num_frames: int, shape: tuple[int, int, int],
@@ -114,9 +129,12 @@ def _write_shard(
     """Streams the decoded frames into the shard at `path` and seals it with the video's entry, which it returns."""
     meta = {
         "dataset": task.dataset, "video_id": record.video_id, "split": record.split, "source": str(record.source),
-        "preprocessing": dataclasses.asdict(task.prep),
+        "preprocessing": dataclasses.asdict(task.prep), "decoder": task.decoder if record.is_video_file else "pillow",
     }
-    chunks = iter_frames(record, task.prep, chunk=DECODE_CHUNK, notes=notes)
+    size = task.prep.size
+    # decoded a row group at a time when the size is known, so a row group is written from the decoder's own array
+    chunk = frames_per_row_group((*size, task.prep.channels)) if size else DECODE_CHUNK
+    chunks = iter_frames(record, task.prep, chunk=chunk, notes=notes, decoder=task.decoder)
     first = next(chunks, None)
     if first is None:
         raise VideoDecodeError(record.source, NO_FRAMES)
@@ -124,9 +142,9 @@ def _write_shard(
     rows = frames_per_row_group(shape)
     labels = record.labels
     with ShardWriter(path, shape, meta, task.encoding) as writer:
-        pending = [first]
-        for chunk in chunks:
-            pending.append(chunk)
+        pending: list[np.ndarray] = []
+        for piece in itertools.chain([first], chunks):
+            pending.append(piece)
             if sum(len(c) for c in pending) >= rows:
                 _flush(writer, pending, labels, record)
                 pending = []

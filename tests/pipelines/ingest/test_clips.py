@@ -126,3 +126,21 @@ def test_reading_clips_and_the_library_do_not_import_ray():
     code = ("import sys, pipelines.ingest.clips, memae.datasets, experiments.synthetic; "
             "assert 'ray' not in sys.modules, 'ray imported'")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_binary_shards_are_read_by_any_arrow_reader_from_the_field_metadata(tmp_path):
+    """The recipe of the shards module docstring, with nothing of ours: pyarrow and numpy only."""
+    import pyarrow.parquet as pq
+
+    frames = np.random.default_rng(1).integers(0, 256, (40, 24, 32, 3), dtype=np.uint8)
+    path = tmp_path / "v.parquet"
+    with ShardWriter(path, (24, 32, 3), {"video_id": "v"}) as writer:  # the default encoding
+        for start in range(0, 40, 16):
+            writer.write(frames[start : start + 16], np.zeros(len(frames[start : start + 16]), np.int8))
+    table = pq.read_table(path)
+    field = table.schema.field("image")
+    assert (field.metadata[b"memae.dtype"], field.metadata[b"memae.layout"]) == (b"uint8", b"HWC")
+    shape = json.loads(field.metadata[b"memae.shape"])
+    read = np.frombuffer(table.column("image").combine_chunks().buffers()[1], np.uint8).reshape(-1, *shape)
+    assert np.array_equal(read, frames)
+    assert path.stat().st_size <= 1.5 * frames.nbytes  # noise does not compress: the bound holds even so

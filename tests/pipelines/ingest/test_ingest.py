@@ -10,6 +10,7 @@ import pytest
 
 from experiments.synthetic import SynthConfig, write_corpus
 from memae.datasets import Preprocess, decode, open_dataset
+from memae.datasets.decode import resolve_decoder
 from memae.datasets.records import ranges_from_labels
 from pipelines.ingest.clips import read_video_frames, read_video_labels
 from pipelines.ingest.config import IngestConfig
@@ -35,11 +36,15 @@ def read_manifest(folder):
 
 
 def assert_round_trip(run, prep):
-    """Every stored frame equals the frame decoded straight from the archive; every label is the archive's."""
+    """Every stored frame equals the frame decoded straight from the archive, by the decoder its shard names; every
+    label is the archive's."""
     manifest = read_manifest(run.out)
+    shards = {(v["split"], v["video_id"]): run.out / v["shard"] for v in manifest["videos"]}
     for record in open_dataset(manifest["dataset"], run.root):
         frames = read_video_frames(run.out, record.video_id, record.split)
-        expected = decode(record, prep)
+        decoder = shard_metadata(shards[record.split, record.video_id])["decoder"]
+        assert decoder == (resolve_decoder(run.config.decoder) if record.is_video_file else "pillow")
+        expected = decode(record, prep, decoder=decoder if record.is_video_file else "auto")
         assert frames.dtype == np.uint8 and np.array_equal(frames, expected)
         labels = read_video_labels(run.out, record.video_id, record.split)
         assert np.array_equal(labels, record.frame_labels(len(expected)))
@@ -101,17 +106,24 @@ def test_the_row_check_catches_a_clip_duplicating_shard(ingested_ped2, tmp_path)
         assert_one_row_per_frame(out)
 
 
-def test_image_column_is_an_arrow_tensor_or_raw_bytes(ingested_ped2, tmp_path):
+def test_image_column_is_raw_bytes_or_on_request_an_arrow_tensor(ingested_ped2, ingested_avenue, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    entry = read_manifest(ingested_ped2.out)["videos"][0]
-    column = pq.read_schema(ingested_ped2.out / entry["shard"]).field("image").type
-    assert isinstance(column, pa.FixedShapeTensorType) and list(column.shape) == [32, 48, 1]
-    binary = run_ingest(ingested_ped2.root, tmp_path / "binary", size=(32, 48), encoding="binary")
-    assert binary.result.ok and read_manifest(binary.out)["storage"]["encoding"] == "binary"
-    assert pq.read_schema(binary.out / entry["shard"]).field("image").type == pa.binary(32 * 48)
-    assert_round_trip(binary, Preprocess((32, 48), "gray"))
+    manifest = read_manifest(ingested_ped2.out)
+    assert manifest["storage"]["encoding"] == "binary" and manifest["storage"]["compression"] == "none"
+    shard = ingested_ped2.out / manifest["videos"][0]["shard"]
+    field = pq.read_schema(shard).field("image")
+    assert field.type == pa.binary(32 * 48) and json.loads(field.metadata[b"memae.shape"]) == [32, 48, 1]
+    assert pq.ParquetFile(shard).metadata.row_group(0).column(2).compression == "UNCOMPRESSED"
+    entry = read_manifest(ingested_avenue.out)["videos"][0]
+    assert shard_metadata(ingested_avenue.out / entry["shard"])["decoder"] == resolve_decoder("auto")
+    # the encoding written before issue 14, through decord: still written on request, and read back alike
+    tensor = run_ingest(ingested_avenue.root, tmp_path / "tensor", size=(24, 32), encoding="tensor", decoder="decord")
+    assert tensor.result.ok and read_manifest(tensor.out)["storage"]["encoding"] == "tensor"
+    column = pq.read_schema(tensor.out / entry["shard"]).field("image").type
+    assert isinstance(column, pa.FixedShapeTensorType) and list(column.shape) == [24, 32, 1]
+    assert_round_trip(tensor, Preprocess((24, 32), "gray"))
 
 
 def test_avenue_videos_round_trip_in_rgb_at_their_own_size(ingested_avenue):
@@ -170,7 +182,7 @@ def test_each_kind_of_bad_input_is_reported_and_everything_else_ingested(tmp_pat
         ("train", "02"): (train / "02.avi", "truncated"),
         ("train", "03"): (train / "03.avi", "file is empty"),
         ("test", "01"): (labels / "1_label.mat", "label file not found"),
-        ("test", "02"): (test / "02.avi", "not a video decord can read (corrupt or truncated)"),
+        ("test", "02"): (test / "02.avi", f"not a video {resolve_decoder('auto')} can read (corrupt or truncated)"),
         ("test", "03"): (vol_short, "20 frame labels for 03, which has 24 frames"),
     }
     if os.geteuid() != 0:  # root reads any file; the permission check itself is unit-tested in tests/datasets
