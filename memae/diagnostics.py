@@ -1,8 +1,9 @@
 """Memory-usage diagnostics, so that a training run can watch the memory collapse or sit idle.
 
-With 2000 slots and lambda = 0.0025 the softmax of an untrained model is nearly uniform (1/2000 < lambda), so
-hard shrinkage zeroes every weight and most queries read nothing: "active queries" starts near 0 and should
-rise as training sharpens the addressing. A collapse shows as "distinct slots" falling to one.
+The softmax of an untrained model is nearly uniform, so hard shrinkage zeroes most weights: with the official
+2000 slots and lambda = 0.0025 (5/N) nearly every query is dead (all its weights shrunk to 0, it reads nothing),
+with lambda = 2/N a few are. "dead queries" should fall as training sharpens the addressing (or start low after
+`memae.memory_init`). A collapse shows as "distinct slots" (the active slots) falling to one.
 """
 
 from __future__ import annotations
@@ -20,8 +21,14 @@ class MemoryUsage:
     distinct_slots: int  # slots used by at least one query
     num_queries: int
 
+    @property
+    def dead_query_fraction(self) -> float:
+        """Queries whose weights all shrank to 0: the decoder gets a zero vector there."""
+        return 1.0 - self.active_query_fraction if self.num_queries else 0.0
+
     def as_dict(self, prefix: str = "mem_") -> dict[str, float]:
-        return {prefix + key: float(value) for key, value in asdict(self).items()}
+        values = asdict(self) | {"dead_query_fraction": self.dead_query_fraction}
+        return {prefix + key: float(value) for key, value in values.items()}
 
 
 def as_queries(att: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,9 @@ checkpoints load unchanged: the parameter lives at `memory.weight` with shape (m
     w' = relu(w - l) * w / (|w - l| + eps)     hard shrinkage (eq. 7): weights below l become exactly 0
     w' = w' / max(||w'||_1, eps)               L1 renormalisation
     z' = w' M
+
+The paper advises lambda in [1/N, 3/N] (N slots): `shrink_for(N, k)` writes lambda as k/N. The official code's
+0.0025 is 5/N for its 2000 slots.
 """
 
 from __future__ import annotations
@@ -19,6 +22,15 @@ import torch.nn.functional as F
 from torch import nn
 
 Addressing = Literal["dot", "cosine"]
+# The paper's advice for lambda, in units of 1/N.
+PAPER_SHRINK_BAND = (1.0, 3.0)
+
+
+def shrink_for(slots: int, per_slot: float) -> float:
+    """The hard-shrinkage lambda `per_slot / slots`: lambda relative to the uniform weight 1/N of N slots."""
+    if slots <= 0:
+        raise ValueError(f"slots must be positive, got {slots}")
+    return per_slot / slots
 
 
 def hard_shrink_relu(weights: torch.Tensor, lambd: float = 0.0, epsilon: float = 1e-12) -> torch.Tensor:
@@ -116,3 +128,17 @@ class MemModule(nn.Module):
         output = read["output"].reshape(n, *positions, c).movedim(-1, 1)
         att = read["att"].reshape(n, *positions, self.mem_dim).movedim(-1, 1)
         return {"output": output, "att": att}
+
+
+def set_shrink_threshold(model: nn.Module, value: float) -> int:
+    """Sets lambda of every memory in `model` (bare or DDP-wrapped), e.g. for a warm-up; returns how many it set.
+
+    Give the value the model was built with, ramped: a variant without sparse addressing is built with 0, and any
+    other value would switch shrinkage on for it.
+    """
+    if value < 0:
+        raise ValueError(f"shrink threshold must be non-negative, got {value}")
+    units = [module for module in model.modules() if isinstance(module, MemoryUnit)]
+    for unit in units:
+        unit.shrink_thres = value
+    return len(units)

@@ -1,9 +1,12 @@
-"""Frame-level detection metrics in the paper's protocol.
+"""Frame-level detection metrics in the paper's protocol, and the pixel-level AUROC of error maps.
 
 The paper's number is the micro AUC: the frames of all test videos concatenated into one ROC. The macro AUC
 (the mean over videos that contain both classes) is reported by later work and is kinder to datasets whose
 videos differ in difficulty. Frames without a score (NaN, e.g. the ends of videos under the official
 clip-centre rule) or without a label (-1) are left out of every metric.
+
+The pixel-level AUROC pools every pixel of every scored frame into one ROC against ground-truth masks, as the
+localisation benchmarks of later work do (Ped2, Avenue and ShanghaiTech ship masks).
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+# The pixel AUROC pools at most this many pixels (about 100 MB of working arrays), subsampling beyond it.
+MAX_PIXELS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -76,3 +82,53 @@ def frame_metrics(labels: Mapping[str, np.ndarray], scores: Mapping[str, np.ndar
         num_anomalous=int(all_labels.sum()),
         num_videos_macro=len(macro),
     )
+
+
+def pixel_auc(
+    masks: Mapping[str, np.ndarray], maps: Mapping[str, np.ndarray], max_pixels: int = MAX_PIXELS, seed: int = 0
+) -> float:
+    """Pixel-level AUROC over videos: every pixel of every scored frame of every video in one ROC.
+
+    Args:
+        masks: per video, frames x h x w ground truth (non-zero: anomalous), at any resolution.
+        maps: per video, frames x H x W per-pixel errors (e.g. `memae.scoring.error_maps`); a frame with a NaN is
+            unscored and left out.
+        max_pixels: beyond this many scored pixels in all, a uniform random subset of this size (drawn with `seed`,
+            so the same inputs give the same number) is used, so memory stays bounded.
+
+    Pixels are compared at the masks' resolution: each mask pixel takes the error of the map pixel that holds its
+    centre (nearest neighbour), so the ground truth is never resampled. NaN when the pixels hold one class only.
+    """
+    missing = set(masks) ^ set(maps)
+    if missing:
+        raise ValueError(f"videos with masks but no error maps or the reverse: {sorted(missing)[:5]}")
+    videos = []
+    for vid in sorted(masks):
+        mask, emap = np.asarray(masks[vid]), np.asarray(maps[vid])
+        if mask.ndim != 3 or emap.ndim != 3 or len(mask) != len(emap):
+            raise ValueError(f"{vid}: masks {mask.shape} and error maps {emap.shape} must both be frames x height x "
+                             "width, with as many frames")
+        videos.append((mask, emap, np.flatnonzero(~np.isnan(emap).any(axis=(1, 2)))))
+    sizes = [len(scored) * mask.shape[1] * mask.shape[2] for mask, _, scored in videos]
+    total = sum(sizes)
+    if total > max_pixels:
+        picks = np.sort(np.random.default_rng(seed).choice(total, size=max_pixels, replace=False))
+    else:
+        picks = np.arange(total)
+    bounds = np.cumsum([0, *sizes])
+    labels, scores = [], []
+    for (mask, emap, scored), start, stop in zip(videos, bounds[:-1], bounds[1:], strict=True):
+        local = picks[np.searchsorted(picks, start) : np.searchsorted(picks, stop)] - start
+        frame, y, x = np.unravel_index(local, (len(scored), *mask.shape[1:]))
+        frame = scored[frame]
+        labels.append(mask[frame, y, x] != 0)
+        scores.append(emap[frame, _nearest(y, mask.shape[1], emap.shape[1]), _nearest(x, mask.shape[2], emap.shape[2])])
+    all_labels = np.concatenate(labels) if labels else np.zeros(0, bool)
+    if all_labels.all() or not all_labels.any():
+        return float("nan")
+    return float(roc_auc_score(all_labels, np.concatenate(scores)))
+
+
+def _nearest(index: np.ndarray, size: int, target: int) -> np.ndarray:
+    """The pixel of a `target`-wide axis whose span holds the centre of pixel `index` of a `size`-wide one."""
+    return np.minimum(((index + 0.5) * target / size).astype(np.int64), target - 1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -53,6 +54,9 @@ class MemAE3D(nn.Module):
         use_memory: False gives the plain autoencoder ablation (the decoder reads the encoding directly).
         width: channel multiplier; 1.0 is the paper's network.
         addressing, temperature: see `memae.memory.MemoryUnit`.
+        concat_query: MNAD-style reading (Park et al., CVPR 2020): the decoder gets the query and its memory read
+            stacked along channels, so its first layer takes twice the channels. The query then bypasses the
+            memory, which no longer bounds what the decoder can rebuild.
     """
 
     def __init__(
@@ -64,11 +68,15 @@ class MemAE3D(nn.Module):
         width: float = 1.0,
         addressing: Addressing = "dot",
         temperature: float = 1.0,
+        concat_query: bool = False,
     ) -> None:
         super().__init__()
+        if concat_query and not use_memory:
+            raise ValueError("concat_query stacks the query with its memory read, so it needs the memory")
         c1, c2, c3, c4 = scaled_widths(PAPER_WIDTHS_3D, width)
         self.in_channels = in_channels
         self.feature_dim = c4
+        self.concat_query = concat_query
         self.encoder = nn.Sequential(
             *_conv_block(nn.Conv3d(in_channels, c1, 3, stride=(1, 2, 2), padding=1), c1, nn.BatchNorm3d),
             *_conv_block(nn.Conv3d(c1, c2, 3, stride=2, padding=1), c2, nn.BatchNorm3d),
@@ -76,8 +84,9 @@ class MemAE3D(nn.Module):
             *_conv_block(nn.Conv3d(c3, c4, 3, stride=2, padding=1), c4, nn.BatchNorm3d),
         )
         self.mem_rep = MemModule(mem_dim, c4, shrink_thres, addressing, temperature) if use_memory else None
+        c_in = 2 * c4 if concat_query else c4  # into the decoder: MNAD-style reading stacks the query and its read
         self.decoder = nn.Sequential(
-            *_conv_block(nn.ConvTranspose3d(c4, c3, 3, stride=2, padding=1, output_padding=1), c3, nn.BatchNorm3d),
+            *_conv_block(nn.ConvTranspose3d(c_in, c3, 3, stride=2, padding=1, output_padding=1), c3, nn.BatchNorm3d),
             *_conv_block(nn.ConvTranspose3d(c3, c2, 3, stride=2, padding=1, output_padding=1), c2, nn.BatchNorm3d),
             *_conv_block(nn.ConvTranspose3d(c2, c1, 3, stride=2, padding=1, output_padding=1), c1, nn.BatchNorm3d),
             nn.ConvTranspose3d(c1, in_channels, 3, stride=(1, 2, 2), padding=1, output_padding=(0, 1, 1)),
@@ -103,12 +112,18 @@ class AutoEncoderCov3DMem(MemAE3D):
 
 
 def encode_remember_decode(model: MemAE3D | MemAE2D, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
-    """Encoder, then the memory read (skipped by the plain autoencoder), then the decoder."""
+    """Encoder, then the memory read (skipped by the plain autoencoder), then the decoder.
+
+    The decoder reads the memory's output, or with MNAD-style reading (`MemAE3D.concat_query`) the query and the
+    memory's output stacked along channels.
+    """
     features = model.encoder(x)
     att = None
     if model.mem_rep is not None:
         read = model.mem_rep(features)
-        features, att = read["output"], read["att"]
+        att = read["att"]
+        stack = getattr(model, "concat_query", False)  # MemAE2D has no MNAD-style reading
+        features = torch.cat([features, read["output"]], dim=1) if stack else read["output"]
     return {"output": model.decoder(features), "att": att}
 
 
@@ -173,8 +188,9 @@ def _relu_block(conv: nn.Module, channels: int) -> list[nn.Module]:
 
 @dataclass(frozen=True)
 class Variant:
-    """One model of the paper's tables. The ablations are the same network with a device switched off:
-    MemAE-nonSpar drops both sparsity devices (hard shrinkage and the entropy loss), AE drops the memory."""
+    """One model of the paper's tables, or of the memory follow-ups. The ablations are the same network with a
+    device switched off: MemAE-nonSpar drops both sparsity devices (hard shrinkage and the entropy loss), AE drops
+    the memory. The follow-ups switch a device on: MNAD-style reading (`MemAE3D.concat_query`)."""
 
     network: Callable[..., nn.Module]
     memory: bool = True
@@ -186,6 +202,7 @@ VARIANTS: dict[str, Variant] = {
     "memae": Variant(MemAE3D),
     "memae-nonspar": Variant(MemAE3D, sparse=False),
     "ae": Variant(MemAE3D, memory=False),
+    "memae-mnad": Variant(partial(MemAE3D, concat_query=True)),
     "memae2d": Variant(MemAE2D),
     "memae2d-nonspar": Variant(MemAE2D, sparse=False),
     "ae2d": Variant(MemAE2D, memory=False),

@@ -1,7 +1,8 @@
 """The training step and epoch, in plain PyTorch: the Ray Train loop and the bare-loop benchmark both call these.
 
     for epoch in range(epochs):
-        result = train_one_epoch(model, optimizer, batches, alpha=0.0002)
+        set_shrink_threshold(model, linear_warmup(spec.shrink_thres, epoch, warmup_epochs))  # optional warm-up
+        result = train_one_epoch(model, optimizer, batches, alpha=linear_warmup(0.0002, epoch, warmup_epochs))
         print(result.loss, result.memory.active_query_fraction)
 """
 
@@ -51,6 +52,19 @@ def memory_dim(model: nn.Module) -> int | None:
     """Slots of the model's memory, or None for the plain autoencoder (also through DDP wrappers)."""
     bare = getattr(model, "module", model)
     return bare.mem_rep.mem_dim if getattr(bare, "mem_rep", None) is not None else None
+
+
+def linear_warmup(target: float, elapsed: float, duration: float) -> float:
+    """`target` ramped linearly from 0: 0 at elapsed 0, `target` from elapsed >= duration (epochs or steps).
+
+    Warming up lambda and alpha lets the addressing sharpen before shrinkage zeroes the weights of queries that
+    match no slot yet; duration 0 gives `target` throughout, the official recipe.
+    """
+    if duration < 0 or elapsed < 0:
+        raise ValueError(f"elapsed and duration must be non-negative, got {elapsed} and {duration}")
+    if duration == 0:
+        return target
+    return target * min(1.0, elapsed / duration)
 
 
 def autocast_for(device: torch.device, bf16: bool):

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from memae.diagnostics import MemoryUsageAccumulator, memory_usage
@@ -9,6 +10,7 @@ def test_usage_counts_active_queries_slots_and_distinct_slots():
     usage = memory_usage(att)
     assert usage.num_queries == 3
     assert usage.active_query_fraction == 2 / 3
+    assert usage.dead_query_fraction == pytest.approx(1 / 3)
     assert usage.mean_active_slots == 1.0
     assert usage.mean_active_slots_when_active == 1.5
     assert usage.distinct_slots == 2
@@ -21,4 +23,10 @@ def test_accumulator_over_batches_equals_one_big_batch():
     for b in batches:
         acc.update(b)
     assert acc.result() == memory_usage(torch.cat(batches))
-    assert set(acc.result().as_dict()) >= {"mem_active_query_fraction", "mem_distinct_slots"}
+    metrics = acc.result().as_dict()
+    assert set(metrics) >= {"mem_active_query_fraction", "mem_distinct_slots", "mem_dead_query_fraction"}
+    assert metrics["mem_dead_query_fraction"] == 1 - metrics["mem_active_query_fraction"] > 0
+
+
+def test_no_queries_seen_means_no_dead_queries():
+    assert MemoryUsageAccumulator(4).result().dead_query_fraction == 0.0

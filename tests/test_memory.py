@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from memae.memory import MemModule, MemoryUnit, hard_shrink_relu
+from memae.memory import MemModule, MemoryUnit, hard_shrink_relu, set_shrink_threshold, shrink_for
 
 
 def test_hard_shrink_keeps_weights_above_lambda_and_zeroes_the_rest():
@@ -87,3 +87,23 @@ def test_memory_init_is_uniform_in_official_range():
     bound = 1 / 16
     assert unit.weight.abs().max() <= bound
     assert unit.weight.abs().max() > 0.95 * bound
+
+
+def test_shrink_for_writes_lambda_per_slot():
+    assert shrink_for(2000, 2) == pytest.approx(0.001)
+    assert shrink_for(500, 1.25) == 0.0025  # cpu-small keeps its historical value exactly
+    with pytest.raises(ValueError, match="slots"):
+        shrink_for(0, 2)
+
+
+def test_set_shrink_threshold_reaches_the_memory_through_a_wrapper_and_changes_the_read():
+    torch.manual_seed(4)
+    wrapper = torch.nn.Sequential(MemModule(mem_dim=50, fea_dim=8, shrink_thres=0.5))  # any wrapper, e.g. DDP
+    x = torch.randn(3, 8, 2, 2)
+    assert wrapper(x)["att"].sum() == 0, "lambda 0.5 over 50 slots should kill every query"
+    assert set_shrink_threshold(wrapper, 0.0) == 1
+    assert wrapper[0].memory.shrink_thres == 0.0
+    torch.testing.assert_close(wrapper(x)["att"].sum(dim=1), torch.ones(3, 2, 2))
+    assert set_shrink_threshold(torch.nn.Linear(2, 2), 0.01) == 0
+    with pytest.raises(ValueError, match="non-negative"):
+        set_shrink_threshold(wrapper, -0.1)

@@ -1,5 +1,7 @@
 """Shapes, parameter counts, the official state_dict layout, the seed API and checkpoint round trips."""
 
+from dataclasses import asdict
+
 import pytest
 import torch
 
@@ -11,7 +13,8 @@ from memae.checkpoint import (
     model_from_checkpoint,
     save_checkpoint,
 )
-from memae.models import is_image_model
+from memae.memory import PAPER_SHRINK_BAND
+from memae.models import MemAE3D, entropy_weight, is_image_model
 from memae.presets import PRESETS, ModelSpec
 from tests.official_reference import AutoEncoderCov3DMem as OfficialModel
 
@@ -150,3 +153,38 @@ def test_presets_build_and_fit_their_clip_size(name):
     x = torch.zeros(1, 1, preset.clip_len, preset.height, preset.width)
     with torch.no_grad():
         assert model(x)["output"].shape == x.shape
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_puts_lambda_in_the_papers_band(name):
+    low, high = PAPER_SHRINK_BAND
+    assert low <= PRESETS[name].model.shrink_per_slot <= high
+
+
+def test_paper_preset_names_the_official_lambda_and_old_saved_specs_keep_theirs():
+    paper = PRESETS["paper"]
+    assert paper.model.shrink_thres == pytest.approx(2 / 2000) and "--shrink-thres 0.0025" in paper.description
+    saved = {"arch": "memae", "in_channels": 1, "mem_dim": 2000, "shrink_thres": 0.0025, "width": 1.0,
+             "addressing": "dot", "temperature": 1.0}  # the paper preset as checkpoints saved it before
+    spec = ModelSpec(**saved)
+    assert asdict(spec) == saved and spec.build().mem_rep.memory.shrink_thres == 0.0025
+
+
+def test_mnad_variant_decodes_the_query_stacked_with_its_memory_read():
+    torch.manual_seed(0)
+    model = create_model("memae-mnad", width=0.125, mem_dim=50)
+    assert "memae-mnad" in list_models() and not is_image_model("memae-mnad")
+    assert model.decoder[0].in_channels == 2 * model.feature_dim
+    assert create_model("memae", width=0.125, mem_dim=50).decoder[0].in_channels == model.feature_dim
+    assert model.mem_rep.memory.shrink_thres == 0.0025 and entropy_weight("memae-mnad", 0.01) == 0.01
+    model.eval()
+    x = torch.rand(2, 1, 8, 32, 32) * 2 - 1
+    with torch.no_grad():
+        out = model(x)
+        query = model.encoder(x)
+        read = model.mem_rep(query)
+        expected = model.decoder(torch.cat([query, read["output"]], dim=1))
+    torch.testing.assert_close(out["output"], expected)
+    torch.testing.assert_close(out["att"], read["att"])
+    with pytest.raises(ValueError, match="needs the memory"):
+        MemAE3D(width=0.125, use_memory=False, concat_query=True)
