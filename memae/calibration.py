@@ -1,11 +1,17 @@
-"""Thresholds without labels: the model's error distribution on normal clips, stored with the model.
+"""Thresholds without labels: the model's error distribution on normal footage it was not trained on.
 
 Per-video min-max needs the whole video and always calls something the most anomalous frame, even in a quiet
-night. A nightly run instead compares raw errors with quantiles of the errors the model made on normal training
-clips: above the 99th percentile of normal is worth a look.
+night. A nightly run instead compares raw frame errors with quantiles of the errors the model made on normal video:
+above the 99th percentile of normal is worth a look, and on unseen normal video about 1% of frames should be.
 
-    calibration = calibrate_errors(errors_on_normal_clips, error_rule="l1")
-    flagged = frame_errors > threshold(calibration, 0.99)
+That promise only holds when the quantiles come from video the model has not fitted: on its own training clips the
+errors are smaller than on tomorrow's footage, and a threshold taken there fires far more often than it says. So
+the training job holds out some normal videos and calibrates on their frame errors (`unit` "frame"), per camera
+where the archive has several, since a wide street errs more than a corridor.
+
+    calibration = calibrate_errors(frame_errors_of_held_out_videos, "patch", unit="frame",
+                                   source="3 held-out normal videos", cameras={"cam1": ..., "cam2": ...})
+    flagged = frame_errors > threshold(calibration, 0.99, camera="cam1")
 """
 
 from __future__ import annotations
@@ -15,18 +21,37 @@ from typing import Any
 
 import numpy as np
 
-QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)
+QUANTILES = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+MIN_CAMERA_VALUES = 100  # fewer normal frames of a camera than this: its own quantiles are noise; use the pooled ones
 
 
-def calibrate_errors(errors: np.ndarray, error_rule: str) -> dict[str, Any]:
-    """Summary of clip errors on normal data: quantiles keyed by their level as text (JSON-friendly)."""
+def calibrate_errors(errors: np.ndarray, error_rule: str, unit: str = "clip", source: str = "",
+                     cameras: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Summary of errors on normal data: quantiles keyed by their level as text (JSON-friendly).
+
+    Args:
+        errors: the pooled errors (clip errors for unit "clip", frame errors for unit "frame").
+        error_rule: the rule that made them (memae.scoring.ERROR_RULES); a threshold only fits the same rule.
+        unit: "frame" when they are per-frame errors, as the scoring job flags them.
+        source: what normal footage they came from, for reports.
+        cameras: the same errors split by camera; each with at least MIN_CAMERA_VALUES values gets its own quantiles.
+    """
+    summary = {"error_rule": error_rule, "unit": unit, "source": source, **_summary(errors)}
+    summary["num_clips"] = summary["num_values"]  # the name registered models before frame calibration carried
+    own = {camera: _summary(values) for camera, values in (cameras or {}).items()
+           if np.isfinite(np.asarray(values, dtype=np.float64)).sum() >= MIN_CAMERA_VALUES}
+    if own:
+        summary["cameras"] = own
+    return summary
+
+
+def _summary(errors: np.ndarray) -> dict[str, Any]:
     errors = np.asarray(errors, dtype=np.float64)
     errors = errors[np.isfinite(errors)]
     if errors.size == 0:
-        raise ValueError("cannot calibrate on no clip errors")
+        raise ValueError("cannot calibrate on no errors")
     return {
-        "error_rule": error_rule,
-        "num_clips": int(errors.size),
+        "num_values": int(errors.size),
         "mean": float(errors.mean()),
         "std": float(errors.std()),
         "max": float(errors.max()),
@@ -34,9 +59,11 @@ def calibrate_errors(errors: np.ndarray, error_rule: str) -> dict[str, Any]:
     }
 
 
-def threshold(calibration: Mapping[str, Any], level: float = 0.99) -> float:
-    """The error above which a frame is flagged: the calibrated quantile at `level` (interpolated if needed)."""
-    stored = {float(q): v for q, v in calibration["quantiles"].items()}
+def threshold(calibration: Mapping[str, Any], level: float = 0.99, camera: str | None = None) -> float:
+    """The error above which a frame is flagged: the calibrated quantile at `level` (interpolated if needed), of
+    `camera` when it was calibrated on its own, else of all cameras pooled."""
+    own = (calibration.get("cameras") or {}).get(camera) if camera is not None else None
+    stored = {float(q): v for q, v in (own or calibration)["quantiles"].items()}
     if level in stored:
         return stored[level]
     levels = sorted(stored)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from memae.calibration import calibrate_errors
+from memae.datasets.cameras import camera_of
 from memae.metrics import FrameMetrics, frame_metrics
 from memae.scoring import DEFAULT_FRAME_RULE, ErrorRule, FrameRule, anomaly_score, clip_errors, frames_from_clips
 from memae.transforms import clips_to_tensor
@@ -49,6 +50,37 @@ def calibrate_model(
     while batch := list(itertools.islice(clips, batch_size)):
         errors.append(model_clip_errors(model, clips_to_tensor(np.stack(batch)).to(device), error_rule))
     return calibrate_errors(torch.cat(errors).numpy(), error_rule) if errors else None
+
+
+def calibrate_frames(
+    model: nn.Module,
+    rows: Iterable[Mapping[str, Any]],
+    num_frames: Mapping[str, int],
+    clip_len: int,
+    error_rule: ErrorRule = "l1",
+    frame_rule: FrameRule = DEFAULT_FRAME_RULE,
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+    source: str = "",
+) -> dict[str, Any] | None:
+    """The model's per-frame error distribution on whole normal videos, per camera (memae.datasets.cameras), made
+    exactly as the scoring job makes frame errors; None when `rows` (video_id, start, uint8 clip) yields none."""
+    model.eval()
+    scorer = VideoScorer(clip_len, frame_rule)
+    rows = iter(rows)
+    while batch := list(itertools.islice(rows, batch_size)):
+        x = clips_to_tensor(np.stack([row["clip"] for row in batch])).to(device)
+        scorer.add([row["video_id"] for row in batch], [row["start"] for row in batch],
+                    model_clip_errors(model, x, error_rule))
+    frames = scorer.frame_errors(num_frames)
+    if not frames:
+        return None
+    cameras: dict[str, list[np.ndarray]] = defaultdict(list)
+    for video_id, errors in frames.items():
+        cameras[camera_of(video_id)].append(errors)
+    calibration = calibrate_errors(np.concatenate(list(frames.values())), error_rule, unit="frame", source=source,
+                                   cameras={camera: np.concatenate(parts) for camera, parts in cameras.items()})
+    return {**calibration, "frame_rule": frame_rule}
 
 
 def unique_clip_errors(starts: Iterable[int], errors: Iterable[float]) -> tuple[np.ndarray, np.ndarray]:

@@ -4,10 +4,14 @@ Three steps, each with the official rule and an alternative:
 
 1. Clip error: `clip_errors(x, recon, rule)`. "l1" is the official 2021 rule (mean |r| over C, T, H, W, in the
    [-1, 1] pixel space); "l2-time" the 2019 one (per pixel, the root of the summed squared error over time and
-   channels, then the mean over pixels). `error_maps` keeps the per-pixel errors for localisation.
+   channels, then the mean over pixels). "patch" is the largest mean |r| over spatial windows (a quarter of the
+   frame's side, half overlapping), so that a small object in a wide frame is not averaged away by the rest of the
+   frame. `error_maps` keeps the per-pixel errors for localisation.
 2. Clip to frame: `frames_from_clips(...)`. "centre" is the official rule: clip j covers frames j..j+T-1 and
    scores frame j + T//2 only, so the first T//2 and last T//2 - 1 frames of a video get no score (NaN).
-   "mean" scores every frame with the mean of the errors of all clips that cover it.
+   "mean" scores every frame with the mean of the errors of all clips that cover it; "min" with the smallest of
+   them, so that a normal frame next to an anomaly is judged by a clip that does not hold it: an alarm then starts
+   and ends close to the anomaly instead of up to a clip length before and after it.
 3. Normalisation: the paper's per-video normality p = 1 - (e - min) / (max - min) needs the whole video;
    `GlobalNormalizer` maps errors with bounds fixed in advance, for streaming or nightly use.
 """
@@ -19,11 +23,13 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-ErrorRule = Literal["l1", "l2-time"]
-FrameRule = Literal["centre", "mean"]
-ERROR_RULES: tuple[str, ...] = ("l1", "l2-time")
-FRAME_RULES: tuple[str, ...] = ("centre", "mean")
+ErrorRule = Literal["l1", "l2-time", "patch"]
+FrameRule = Literal["centre", "mean", "min"]
+ERROR_RULES: tuple[str, ...] = ("l1", "l2-time", "patch")
+PATCH_FRACTION = 0.25  # the "patch" rule's window side, as a fraction of the frame's side
+FRAME_RULES: tuple[str, ...] = ("centre", "mean", "min")
 # Every frame scored, the first and last ones included: what an archive needs. "centre" reproduces the paper.
 DEFAULT_FRAME_RULE: FrameRule = "mean"
 
@@ -37,7 +43,17 @@ def clip_errors(x: torch.Tensor, recon: torch.Tensor, rule: ErrorRule = "l1") ->
         if residual.dim() != 5:
             raise ValueError("the 'l2-time' rule needs clips N x C x T x H x W")
         return residual.pow(2).sum(dim=(1, 2)).sqrt().flatten(1).mean(dim=1)
+    if rule == "patch":
+        return largest_window_mean(residual.abs().flatten(1, -3).mean(dim=1))
     raise ValueError(f"unknown error rule {rule!r}; choose one of {ERROR_RULES}")
+
+
+def largest_window_mean(maps: torch.Tensor, fraction: float = PATCH_FRACTION) -> torch.Tensor:
+    """The largest mean of each N x H x W map over windows of `fraction` of its sides, with half-window steps."""
+    height, width = maps.shape[-2:]
+    window = (max(1, round(height * fraction)), max(1, round(width * fraction)))
+    step = (max(1, window[0] // 2), max(1, window[1] // 2))
+    return F.avg_pool2d(maps.unsqueeze(1), window, step).flatten(1).amax(dim=1)
 
 
 def error_maps(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
@@ -59,7 +75,7 @@ def frames_from_clips(
         clip_starts: the 0-based first frame of each clip (it covers start .. start + clip_len - 1).
         num_frames: frames in the video.
         clip_len: frames per clip.
-        rule: "centre" (official: frame start + clip_len // 2 only) or "mean" (every covered frame).
+        rule: "centre" (official: frame start + clip_len // 2 only), "mean" or "min" (every covered frame).
     """
     scores = np.asarray(clip_scores, dtype=np.float64)
     starts = np.asarray(clip_starts, dtype=np.int64)
@@ -80,6 +96,13 @@ def frames_from_clips(
             np.add.at(count, starts + offset, 1)
         covered = count > 0
         frame_scores[covered] = total[covered] / count[covered]
+        return frame_scores
+    if rule == "min":
+        lowest = np.full(num_frames, np.inf)
+        for offset in range(clip_len):
+            np.minimum.at(lowest, starts + offset, scores)
+        covered = np.isfinite(lowest)
+        frame_scores[covered] = lowest[covered]
         return frame_scores
     raise ValueError(f"unknown frame rule {rule!r}; choose one of {FRAME_RULES}")
 

@@ -2,8 +2,11 @@
 
 A nightly run flags frames whose error exceeds a threshold calibrated on normal footage; an operator wants "camera
 3, 02:14-02:19", not 120 booleans. Frames without a score (NaN) are never flagged, so they end a run.
+`hysteresis_flags` is how alarms are raised: an event opens above a high threshold, stays open while the score
+stays above a lower one, and counts only when it lasts long enough, so one noisy frame does not wake anyone and a
+real event does not flicker into many.
 
-    flags = frame_errors > threshold
+    flags = hysteresis_flags(frame_errors, high=threshold, low=release, min_frames=8)
     for segment in anomalous_segments(flags, frame_errors, fps=25.0):
         print(segment.start_frame, segment.end_frame, segment.start_s, segment.end_s)
 """
@@ -39,6 +42,23 @@ def flag_runs(flags: np.ndarray) -> list[tuple[int, int]]:
     padded = np.concatenate([[False], np.asarray(flags, dtype=bool), [False]])
     edges = np.flatnonzero(padded[1:] != padded[:-1])
     return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def hysteresis_flags(values: np.ndarray, high: float, low: float | None = None, min_frames: int = 1) -> np.ndarray:
+    """Frames inside events that open where `values` exceed `high`, last while they exceed `low` (default: `high`)
+    and span at least `min_frames` frames. An event may start below `high`: it reaches back over the frames before
+    the opening one that exceed `low`, so its start is where the score rose, not where it crossed the alarm line."""
+    values = np.asarray(values, dtype=np.float64)
+    low = high if low is None else low
+    if low > high:
+        raise ValueError(f"the release threshold {low} is above the alarm threshold {high}")
+    above_low = np.nan_to_num(values, nan=-np.inf) > low
+    above_high = np.nan_to_num(values, nan=-np.inf) > high
+    flags = np.zeros(values.shape, dtype=bool)
+    for first, last in flag_runs(above_low):
+        if last - first + 1 >= min_frames and above_high[first:last + 1].any():
+            flags[first:last + 1] = True
+    return flags
 
 
 def anomalous_segments(

@@ -68,3 +68,14 @@ def archive_with_bad_links(root: Path, elsewhere: Path) -> dict[str, str]:
         "cam1/loop.mp4": "a symbolic link loop",
         "cam1/outside.mp4": f"symbolic link to a file outside --root ({elsewhere / 'outside.mp4'})",
     }
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Training in a test with one torch thread: the same numbers on any machine, however loaded."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -13,7 +13,7 @@ def test_calibration_quantiles_and_threshold():
     assert calibration["quantiles"]["0.95"] < between < calibration["quantiles"]["0.99"]
     with pytest.raises(ValueError, match="outside"):
         threshold(calibration, 0.9999)
-    with pytest.raises(ValueError, match="no clip errors"):
+    with pytest.raises(ValueError, match="no errors"):
         calibrate_errors(np.array([np.nan]), "l1")
 
 
@@ -32,3 +32,48 @@ def test_calibrating_a_model_batches_clips_and_stops_at_the_limit():
     expected = model_clip_errors(model.eval(), clips_to_tensor(np.stack(clips[:5])), "l1").numpy()
     assert calibration["max"] == pytest.approx(float(expected.max()), rel=1e-5)
     assert calibrate_model(model, iter([]), "l1") is None
+
+
+def test_cameras_with_enough_normal_frames_get_their_own_threshold():
+    rng = np.random.default_rng(0)
+    street, corridor = rng.normal(2.0, 0.1, 500), rng.normal(1.0, 0.1, 500)
+    calibration = calibrate_errors(np.concatenate([street, corridor]), "patch", unit="frame", source="held out",
+                                   cameras={"street": street, "corridor": corridor, "new": np.ones(10)})
+    assert set(calibration["cameras"]) == {"street", "corridor"}  # 10 frames are too few for quantiles of their own
+    assert threshold(calibration, 0.99, "street") == pytest.approx(np.quantile(street, 0.99))
+    assert threshold(calibration, 0.99, "corridor") == pytest.approx(np.quantile(corridor, 0.99))
+    pooled = threshold(calibration, 0.99)
+    assert threshold(calibration, 0.99, "new") == pooled == threshold(calibration, 0.99, "unknown")
+    assert calibration["unit"] == "frame" and calibration["source"] == "held out"
+
+
+def test_frame_calibration_on_held_out_normal_video_keeps_its_false_alarm_promise():
+    """Thresholds from the frame errors of some normal videos flag about the nominal share of frames of other normal
+    videos from the same source, and the calibration records the frame rule it was made with."""
+    import torch
+
+    from memae.evaluation import VideoScorer, calibrate_frames, model_clip_errors
+    from memae.models import create_model
+    from memae.transforms import clips_to_tensor
+
+    torch.manual_seed(0)
+    model = create_model("memae", width=0.125, mem_dim=20)
+    rng = np.random.default_rng(0)
+    videos = {f"cam1/{i:02d}.mp4": rng.integers(90, 110, (40, 16, 16, 1), dtype=np.uint8) for i in range(12)}
+
+    def rows(ids):
+        return ({"video_id": v, "start": s, "clip": videos[v][s:s + 8]} for v in ids for s in range(40 - 8 + 1))
+
+    lengths = {v: 40 for v in videos}
+    held, fresh = sorted(videos)[:6], sorted(videos)[6:]
+    calibration = calibrate_frames(model, rows(held), lengths, clip_len=8, error_rule="l1", frame_rule="mean",
+                                   batch_size=16, source="six videos")
+    assert calibration["frame_rule"] == "mean" and calibration["num_values"] == 6 * 40
+    assert set(calibration["cameras"]) == {"cam1"}
+    scorer = VideoScorer(clip_len=8, frame_rule="mean")
+    batch = list(rows(fresh))
+    scorer.add([r["video_id"] for r in batch], [r["start"] for r in batch],
+               model_clip_errors(model, clips_to_tensor(np.stack([r["clip"] for r in batch]))))
+    fresh_errors = np.concatenate(list(scorer.frame_errors(lengths).values()))
+    rate = float((fresh_errors > threshold(calibration, 0.9, "cam1")).mean())
+    assert 0.1 / 3 <= rate <= 0.1 * 3  # within a small factor of the nominal 10%

@@ -81,3 +81,39 @@ def test_global_normaliser_without_clipping_keeps_values_past_the_bounds_and_nan
     np.testing.assert_array_equal(GlobalNormalizer(3.0, 3.0)(np.array([1.0, 5.0, np.nan])), [0.0, 1.0, np.nan])
     fitted = GlobalNormalizer.fit(np.array([2.0, np.inf, 5.0, np.nan]), clip=False)
     assert (fitted.low, fitted.high, fitted.clip) == (2.0, 5.0, False), "infinite and NaN errors are not bounds"
+
+
+def test_patch_rule_is_the_largest_window_mean_of_the_residual():
+    x = torch.zeros(2, 1, 4, 16, 16)
+    recon = torch.zeros_like(x)
+    recon[1, 0, :, 0:4, 0:4] = 2.0  # one 4x4 window (a quarter of the side) of every frame of clip 1
+    torch.testing.assert_close(clip_errors(x, recon, "patch"), torch.tensor([0.0, 2.0]))
+    images = torch.zeros(1, 3, 16, 16)
+    torch.testing.assert_close(clip_errors(images, images + 0.5, "patch"), torch.tensor([0.5]))
+
+
+def test_patch_rule_finds_a_small_planted_anomaly_that_the_frame_mean_misses():
+    """Frames whose overall error level varies (light, crowd) hide a small object from the whole-frame mean; the
+    largest window mean still sets it apart from every normal frame."""
+    generator = torch.Generator().manual_seed(0)
+    levels = 0.05 + 0.02 * torch.rand(200, generator=generator)  # normal clips: a uniform residual of varying level
+    residual = levels.view(-1, 1, 1, 1, 1) * (1 + 0.1 * torch.rand(200, 1, 4, 32, 32, generator=generator))
+    planted = residual[:5].clone()
+    planted[:, :, :, 4:10, 4:10] += 0.4  # a small object, 6x6 of 32x32 pixels
+    normal, anomalous = residual, planted
+    for rule, found in (("l1", False), ("patch", True)):
+        line = clip_errors(torch.zeros_like(normal), normal, rule).quantile(0.99)
+        caught = clip_errors(torch.zeros_like(anomalous), anomalous, rule) > line
+        assert bool(caught.all()) is found, rule
+
+
+def test_min_rule_scores_a_frame_by_its_least_anomalous_clip():
+    # Clips of 4 frames over 8 frames; only clip 4 (frames 4..7) errs, as when an anomaly enters at frame 7. "mean"
+    # spreads it back to frames 4..6; "min" keeps them normal, since a normal clip covers each of them.
+    starts = np.arange(5)
+    errors = np.array([1.0, 1.0, 1.0, 1.0, 9.0])
+    mean = frames_from_clips(errors, starts, 8, clip_len=4, rule="mean")
+    lowest = frames_from_clips(errors, starts, 8, clip_len=4, rule="min")
+    assert (mean[4:7] > 1.0).all()
+    np.testing.assert_allclose(lowest, [1, 1, 1, 1, 1, 1, 1, 9])
+    assert np.isnan(frames_from_clips(errors[:1], starts[:1], 8, clip_len=4, rule="min")[4:]).all()
