@@ -11,6 +11,13 @@ and defers it, reported but neither scored nor failed, while its source was modi
 ago: a camera may still be writing it. A run without --incremental scores every listed video. An entry recorded
 before stamps existed takes its source's current stamp without being rescored, and one recorded under an id of an
 earlier version (a file stem, where ids are now paths) moves to the id its file has now (`renamed_videos`).
+
+Before choosing, an incremental run brings the ledger up to date with what is on disk (`found_on_disk`): a driver
+killed after a video's file was renamed into place but before the ledger recorded it leaves a complete file whose
+footer holds the row the ledger was about to record. When that row is this video's, from this model with these
+settings, at the file's frame count, and its source is unchanged since, the row is recorded and the video is not
+scored again; any other file there (unreadable, written without a row, or with another model, settings or source)
+is scored again, and reported with the reason.
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipelines.score.data import VideoOutcome, VideoUnit
-from pipelines.score.ledger import Ledger, LedgerSection, Stamp
+from pipelines.score.ledger import Ledger, LedgerEntry, LedgerSection, Stamp, record_entry
+from pipelines.score.outputs import read_video_record
+from pipelines.score.paths import video_path
 
 HASH_BLOCK = 1 << 20
 
@@ -70,6 +79,62 @@ def select_videos(units: Iterable[VideoUnit], ledger: Ledger, section: LedgerSec
         chosen.todo.append(unit)
         chosen.stamps[unit.key] = stamp
     return chosen
+
+
+@dataclass
+class FoundOnDisk:
+    """Per-video files the ledger had not recorded: those recorded now, and why each other one is scored again."""
+
+    recorded: dict[str, LedgerEntry] = field(default_factory=dict)  # key -> the entry its file's footer holds
+    redone: list[str] = field(default_factory=list)  # "file: reason", one per file that will be written again
+
+
+def found_on_disk(units: Iterable[VideoUnit], ledger: Ledger, section: LedgerSection) -> FoundOnDisk:
+    """Complete per-video files of `units` the ledger does not account for, recorded in it now when they match this
+    run (see the module docstring); only the files of videos the ledger lacks, or holds from an older source, are
+    read, and only their footers."""
+    folder = ledger.folder(section.key)
+    found = FoundOnDisk()
+    for unit in units:
+        path = video_path(folder, unit.split, unit.video_id, ".parquet")
+        entry = section.videos.get(unit.key)
+        recorded = entry is not None and ledger.is_done(section, unit.key)
+        if not path.is_file() or (recorded and not changed(entry.stamp, source_stamp(unit))):
+            continue
+        file = str(path.relative_to(ledger.out))
+        try:
+            record, num_frames = read_video_record(path)
+            written = record_entry(record) if record is not None else None
+        except (OSError, ValueError) as exc:  # not a complete Parquet file, a damaged footer
+            found.redone.append(f"{path}: unreadable ({exc})")
+            continue
+        if recorded and written == entry:
+            continue  # the file the ledger records, from a source changed since: an ordinary rescore
+        why = _mismatch(record, written, unit, section, file, num_frames)
+        if why is None:
+            found.recorded[unit.key] = written
+        elif not recorded:  # a file the ledger never heard of, which will be written again
+            found.redone.append(f"{path}: {why}")
+    ledger.record_all(section, found.recorded)
+    return found
+
+
+def _mismatch(record: dict | None, written: LedgerEntry | None, unit: VideoUnit, section: LedgerSection, file: str,
+              num_frames: int) -> str | None:
+    """Why a per-video file cannot stand for `unit` scored by `section`'s model now; None when it can."""
+    if record is None or written is None:
+        return "written without its ledger row (by an earlier version)"
+    wanted = {"model": (record.get("model_key"), section.key), "settings": (record.get("settings"), section.settings),
+              "video": ((written.split, written.video_id, written.source), (unit.split, unit.video_id, unit.source)),
+              "file name": (written.file, file)}
+    differs = [name for name, (was, now) in wanted.items() if was != now]
+    if differs:
+        return f"written with other {', '.join(differs)}"
+    if written.num_frames != num_frames:
+        return f"holds {num_frames} frames where its row says {written.num_frames}"
+    if written.stamp is None or changed(written.stamp, source_stamp(unit)):
+        return "its source changed since it was scored"
+    return None
 
 
 def renamed_videos(units: Iterable[VideoUnit], section: LedgerSection) -> dict[str, VideoUnit]:

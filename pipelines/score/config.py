@@ -48,7 +48,11 @@ class ScoreConfig:
         None, "clip to frame: mean of all clips covering a frame, or centre (the paper's); default: the model's "
         "(the rule it was validated with; centre for an official .pt)", choices=list(FRAME_RULES)
     )
-    threshold_level: float = option(0.99, "flag frames above this quantile of the error on normal training clips")
+    threshold_level: float = option(0.99, "an alarm opens where a frame's error passes this quantile of the error on "
+                                    "normal video the model did not train on (about 1 - this of normal frames)")
+    release_level: float = option(0.95, "an alarm stays open while the error stays above this quantile (at most "
+                                  "--threshold-level)")
+    min_event_frames: int = option(8, "alarms shorter than this many frames are dropped")
     calibration_clips: int = option(256, "normal clips to calibrate on when the model carries no calibration")
     fps: float | None = option(None, "frame rate for segment times when the archive does not record one")
     batch_size: int = option(16, "clips per model call")
@@ -87,3 +91,7 @@ class ScoreConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must not be negative")
         if not 0.0 < self.threshold_level < 1.0:
             raise ValueError(f"--threshold-level must be between 0 and 1, not {self.threshold_level}")
+        if not 0.5 <= self.release_level < 1.0:
+            raise ValueError(f"--release-level must be between 0.5 and 1, not {self.release_level}")
+        if self.min_event_frames < 1:
+            raise ValueError(f"--min-event-frames must be 1 or more, not {self.min_event_frames}")

@@ -3,7 +3,10 @@
 OUT/ledger.sqlite is the scoring job's memory between runs: per model key its scoring settings, the calibration
 computed on the data (when the model carries none) and one row per finished video, with the size, modification time
 and (with --hash) SHA-256 of its source as they were when it was scored. A video is recorded only after its per-video
-file is in place, so an incremental run, or a rerun after a kill, skips exactly the finished videos.
+file is in place, so an incremental run, or a rerun after a kill, skips exactly the finished videos. The per-video
+file carries its own row (`entry_record`, in its Parquet footer): a driver killed between the file's rename and the
+row's commit leaves a file that the next incremental run records without scoring it again
+(pipelines/score/changes.py, `found_on_disk`).
 
 Recording a video is one SQLite transaction (write-ahead log, synced), so its cost does not grow with the archive
 (benchmarks/bench_ledger.py); a job killed mid-run leaves every earlier row intact. Readers may open the file while a
@@ -17,7 +20,7 @@ import json
 import shutil
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -163,10 +166,16 @@ class Ledger:
 
     def record(self, section: LedgerSection, key: str, entry: LedgerEntry) -> None:
         """Marks video `key` finished (its file, if any, must already be in place): one transaction."""
+        self.record_all(section, {key: entry})
+
+    def record_all(self, section: LedgerSection, entries: Mapping[str, LedgerEntry]) -> None:
+        """Marks videos finished, {key: entry}, in one transaction (their files must already be in place)."""
+        if not entries:
+            return
         with self._transaction():
-            self._db.execute("INSERT OR REPLACE INTO videos VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                             (section.key, key, *_row(entry)))
-        section.videos[key] = entry
+            self._db.executemany("INSERT OR REPLACE INTO videos VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                 [(section.key, key, *_row(entry)) for key, entry in entries.items()])
+        section.videos.update(entries)
 
     def rekey(self, section: LedgerSection, moves: Mapping[str, tuple[str, str]]) -> None:
         """Records finished videos under new keys and ids, {old key: (new key, new video id)} (one transaction)."""
@@ -231,6 +240,26 @@ class _Transaction:
 
     def __exit__(self, kind: type | None, *exc: object) -> None:
         self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def entry_record(section: LedgerSection, entry: LedgerEntry) -> dict[str, Any]:
+    """What the ledger records for a video, as plain JSON: the model key, its scoring settings and the entry (with
+    its source's stamp). Written into the video's per-video file, so that the file tells how it was made."""
+    return {"model_key": section.key, "settings": section.settings, "entry": asdict(entry)}
+
+
+def record_entry(record: Mapping[str, Any]) -> LedgerEntry:
+    """The entry of an `entry_record` read back.
+
+    Raises:
+        ValueError: when the record is not one (a damaged or foreign footer).
+    """
+    try:
+        raw = dict(record["entry"])
+        stamp = raw.pop("stamp", None)
+        return LedgerEntry(**raw, stamp=None if stamp is None else Stamp(**stamp))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a ledger entry ({type(exc).__name__}: {exc})") from None
 
 
 def _row(entry: LedgerEntry) -> tuple:

@@ -1,6 +1,8 @@
 """What the scoring job writes, and how it stays right when runs are incremental, killed or repeated.
 
-Each finished video is written on its own, atomically (temporary file, then rename), before the ledger records it:
+Each finished video is written on its own, atomically (temporary file, then rename), before the ledger records it,
+and carries in its Parquet footer what the ledger records for it (`read_video_record`): a rerun after a kill between
+the rename and the ledger's commit records the file instead of scoring the video again (pipelines/score/changes.py):
 
     OUT/scored/<model key>/<split>/<video>.parquet     video_id, split, frame, error, score, label
     OUT/scored/<model key>/<split>/<video>.maps.npy    with --save-maps: float16 (frames, H, W), NaN where unscored
@@ -15,20 +17,24 @@ incremental append or a restart after a kill can never duplicate a frame:
     OUT/video_summary.json      per video: frames, peak error and score_global, anomalous segments (frames, seconds)
     OUT/segments.parquet        the segments, one row each
     OUT/metrics.json            with labels: frame AUC micro (the paper's), macro, EER, AP for per-video and global
-                                normalisation, and how well the threshold's flags match the labels
+                                normalisation, and what the alarms cost and catch: the false-alarm rate measured on
+                                normal frames beside the nominal one, recall, precision
 
 `score_global` puts every video on one scale without seeing the whole video (`memae.scoring.GlobalNormalizer`,
-unclipped): 0 at the median error of normal training clips and 1 at the threshold (so a frame is flagged above 1).
-Without a calibration it falls back to min-max over every frame scored (offline), and frames are flagged where the
-per-video score is at least 0.5. Which videos are finished is the ledger's business (pipelines/score/ledger.py).
+unclipped): 0 at the median normal error of the video's camera and 1 at its alarm line, so one number means the same
+on every camera. `flagged` marks the frames inside alarm events (pipelines/score/threshold.py: an event opens above 1
+and lasts while the error stays above the release line). Without a calibration score_global falls back to min-max
+over every frame scored (offline), and frames are flagged where the per-video score is at least 0.5. Which videos are
+finished is the ledger's business (pipelines/score/ledger.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -41,11 +47,12 @@ from memae.scoring import GlobalNormalizer, anomaly_score
 from memae.segments import anomalous_segments
 from pipelines.registry.source import ScoringSettings
 from pipelines.score.ledger import LedgerEntry, LedgerSection
-from pipelines.score.threshold import FALLBACK_SCORE, Threshold
+from pipelines.score.threshold import Threshold
 
 FRAME_SCORES, SUMMARY = "frame_scores.parquet", "video_summary.json"
 SEGMENTS, METRICS = "segments.parquet", "metrics.json"
 SUMMARY_FIELDS = ("video_id", "split", "source", "num_frames", "num_clips", "fps")  # of the ledger entry
+RECORD_KEY = b"memae.ledger"  # in a per-video file's footer: its ledger row (pipelines/score/ledger.py, entry_record)
 
 VIDEO_SCHEMA = pa.schema([
     ("video_id", pa.string()), ("split", pa.string()), ("frame", pa.int32()),
@@ -68,8 +75,9 @@ SEGMENT_SCHEMA = pa.schema([
 
 
 def write_video_scores(path: Path, video_id: str, split: str, errors: np.ndarray, scores: np.ndarray,
-                       labels: np.ndarray) -> None:
-    """One video's per-frame raw error, per-video score and label, written atomically."""
+                       labels: np.ndarray, record: Mapping[str, Any] | None = None) -> None:
+    """One video's per-frame raw error, per-video score and label, written atomically; `record`, what the ledger is
+    about to record for it, goes into the file's footer."""
     n = len(errors)
     table = pa.table(
         {
@@ -80,11 +88,29 @@ def write_video_scores(path: Path, video_id: str, split: str, errors: np.ndarray
             "score": pa.array(scores, pa.float64()),
             "label": pa.array(np.asarray(labels, dtype=np.int8)),
         },
-        schema=VIDEO_SCHEMA,
+        schema=VIDEO_SCHEMA if record is None else VIDEO_SCHEMA.with_metadata({RECORD_KEY: json.dumps(record)}),
     )
     tmp = temporary_path(path)
     pq.write_table(table, tmp)
     replace_atomically(tmp, path)
+
+
+def read_video_record(path: Path) -> tuple[dict[str, Any] | None, int]:
+    """(the ledger record a per-video file was written with, None for a file written without one; its frame count),
+    from the file's footer alone.
+
+    Raises:
+        OSError, ValueError: the file is not a complete Parquet file, or its record is not JSON.
+    """
+    footer = pq.read_metadata(path)
+    raw = (footer.metadata or {}).get(RECORD_KEY)
+    try:
+        record = json.loads(raw) if raw is not None else None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"a damaged record ({exc})") from None
+    if record is not None and not isinstance(record, dict):
+        raise ValueError("a damaged record (not an object)")
+    return record, footer.num_rows
 
 
 class MapSpool:
@@ -145,9 +171,9 @@ def rebuild_outputs(out: Path, section: LedgerSection, threshold: Threshold, set
     byte-identical tables.
     """
     entries = sorted(section.videos.items())
-    scale = _global_scale(out, [entry for _, entry in entries if entry.scored], threshold)
+    offline = None if threshold.calibration else _offline_scale(out, [e for _, e in entries if e.scored])
     summaries, segment_rows, curves, worst = [], [], [], []
-    labelled: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    labelled: dict[str, Labelled] = {}
     frame_tmp = temporary_path(out / FRAME_SCORES)
     with pq.ParquetWriter(frame_tmp, FRAME_SCHEMA) as writer:
         for key, entry in entries:
@@ -156,7 +182,7 @@ def rebuild_outputs(out: Path, section: LedgerSection, threshold: Threshold, set
                 continue
             table = pq.read_table(out / entry.file)
             fps = entry.fps or default_fps
-            video = _video_columns(table, entry, fps, threshold, scale)
+            video = _video_columns(table, entry, fps, threshold, offline or threshold.scale(entry.video_id))
             writer.write_table(pa.table(video, schema=FRAME_SCHEMA))
             segments = anomalous_segments(video["flagged"], video["error"], fps)
             for s in segments:
@@ -173,8 +199,9 @@ def rebuild_outputs(out: Path, section: LedgerSection, threshold: Threshold, set
                 "segments": [s.as_dict() for s in segments],
             })
             if (labels >= 0).all():
-                labelled[key] = (labels, errors, video["score_global"])
-            curves.append({"key": key, "errors": errors, "labels": labels, "flags": video["flagged"],
+                labelled[key] = Labelled(labels, errors, video["score_global"], video["flagged"])
+            curves.append({"key": key, "errors": errors, "score_global": video["score_global"], "labels": labels,
+                           "flags": video["flagged"],
                            "peak": _nanmax(errors), "anomalous": bool((labels == 1).any())})
             if len(curves) > 2 * plot_videos:  # keep memory flat over a large archive
                 curves = _curves_to_plot(curves, plot_videos)
@@ -209,11 +236,8 @@ def _nanmax(values: np.ndarray) -> float | None:
     return float(np.nanmax(values)) if np.isfinite(values).any() else None
 
 
-def _global_scale(out: Path, scored: list[LedgerEntry], threshold: Threshold) -> GlobalNormalizer:
-    """score_global's scale, unclipped: calibrated (median normal error to threshold), else min-max over every
-    scored frame, else the identity."""
-    if threshold.error is not None and threshold.low is not None:
-        return GlobalNormalizer(threshold.low, threshold.error, clip=False)
+def _offline_scale(out: Path, scored: list[LedgerEntry]) -> GlobalNormalizer:
+    """score_global's scale without a calibration, unclipped: min-max over every scored frame, else the identity."""
     errors = [pq.read_table(out / entry.file, columns=["error"]).column("error").to_numpy() for entry in scored]
     values = np.concatenate(errors) if errors else np.zeros(0)
     if not np.isfinite(values).any():
@@ -228,10 +252,6 @@ def _video_columns(table: pa.Table, entry: LedgerEntry, fps: float | None, thres
     errors = table.column("error").to_numpy()
     scores = table.column("score").to_numpy()
     frames = table.column("frame").to_numpy()
-    if threshold.error is not None:
-        flagged = np.nan_to_num(errors, nan=-np.inf) > threshold.error
-    else:
-        flagged = np.nan_to_num(scores, nan=-np.inf) >= FALLBACK_SCORE
     return {
         "video_id": np.full(len(frames), entry.video_id, dtype=object),
         "split": np.full(len(frames), entry.split, dtype=object),
@@ -241,7 +261,7 @@ def _video_columns(table: pa.Table, entry: LedgerEntry, fps: float | None, thres
         "normality": 1.0 - scores,
         "score": scores,
         "score_global": scale(errors),
-        "flagged": flagged,
+        "flagged": threshold.flags(entry.video_id, errors),
         "label": table.column("label").to_numpy(),
     }
 
@@ -264,22 +284,31 @@ def _write_segments(path: Path, rows: list[dict]) -> None:
     replace_atomically(tmp, path)
 
 
-def _metrics(labelled: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], threshold: Threshold,
+class Labelled(NamedTuple):
+    """One labelled video's frame columns, as metrics need them."""
+
+    labels: np.ndarray
+    errors: np.ndarray
+    score_global: np.ndarray
+    flagged: np.ndarray
+
+
+def _metrics(labelled: Mapping[str, Labelled], threshold: Threshold,
              settings: ScoringSettings) -> tuple[dict[str, Any] | None, str, dict[str, Any] | None]:
     """(metrics.json content, a note on why there are none, ROC material) over the videos whose labels are known."""
     if not labelled:
         return None, "no labelled videos: no AUC", None
-    labels = {key: lab for key, (lab, _, _) in labelled.items()}
+    labels = {key: video.labels for key, video in labelled.items()}
     if not any((lab == 1).any() for lab in labels.values()):
         return None, f"{len(labels)} labelled videos hold no anomalous frame: no AUC", None
-    errors = {key: err for key, (_, err, _) in labelled.items()}
-    global_scores = {key: g for key, (_, _, g) in labelled.items()}
+    errors = {key: video.errors for key, video in labelled.items()}
+    global_scores = {key: video.score_global for key, video in labelled.items()}
     per_video = video_metrics(errors, labels)  # the paper's protocol: per-video min-max, then frame AUC
     global_ = frame_metrics(labels, global_scores)
     metrics = {
         **per_video.as_dict(),
         "global": global_.as_dict(),
-        "threshold": {**threshold.as_dict(), **_flag_quality(labelled, threshold)},
+        "threshold": {**threshold.as_dict(), **alarm_quality(labelled.values(), threshold.level)},
         "videos": len(labels),
         **{k: getattr(settings, k) for k in ("clip_len", "stride", "error_rule", "frame_rule")},
     }
@@ -293,20 +322,19 @@ def _metrics(labelled: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], 
     return metrics, f"AUC over {len(labels)} labelled videos", roc
 
 
-def _flag_quality(labelled: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
-                  threshold: Threshold) -> dict[str, float]:
-    """Precision and recall of the threshold's flags against the labels (scored frames only)."""
-    labels = np.concatenate([lab for lab, _, _ in labelled.values()])
-    errors = np.concatenate([err for _, err, _ in labelled.values()])
-    scored = ~np.isnan(errors)
-    if threshold.error is not None:
-        flagged = errors > threshold.error
-    else:
-        flagged = np.concatenate([anomaly_score(err) >= FALLBACK_SCORE for _, err, _ in labelled.values()])
-    labels, flagged = labels[scored] == 1, flagged[scored]
-    true_positive = float((labels & flagged).sum())
+def alarm_quality(videos: Iterable[Labelled], level: float) -> dict[str, float]:
+    """What the alarms cost and catch against the labels (scored frames only): the measured false-alarm rate on
+    normal frames beside the nominal one (1 - level), recall and precision."""
+    videos = list(videos)
+    labels = np.concatenate([video.labels for video in videos])
+    flagged = np.concatenate([video.flagged for video in videos])
+    scored = ~np.isnan(np.concatenate([video.errors for video in videos]))
+    anomalous, flagged = labels[scored] == 1, flagged[scored]
+    true_positive = float((anomalous & flagged).sum())
     return {
+        "false_alarm_rate": float(flagged[~anomalous].mean()) if (~anomalous).any() else float("nan"),
+        "nominal_false_alarm_rate": 1.0 - level,
         "flag_precision": true_positive / flagged.sum() if flagged.any() else float("nan"),
-        "flag_recall": true_positive / labels.sum() if labels.any() else float("nan"),
+        "flag_recall": true_positive / anomalous.sum() if anomalous.any() else float("nan"),
         "frames_flagged": int(flagged.sum()),
     }

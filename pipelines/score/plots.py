@@ -132,10 +132,13 @@ def plot_outputs(out: Path, outputs: Outputs, threshold: Threshold,
     shutil.rmtree(folder, ignore_errors=True)
     paths = []
     if outputs.curves:
-        curves = [{"title": c["key"], "values": c["errors"], "labels": c["labels"], "flags": c["flags"]}
-                  for c in outputs.curves]
-        label = f"threshold ({threshold.source})" if threshold.error is not None else None
-        paths.append(score_curves(curves, folder / "score_curves.png", threshold.error, label, "frame error"))
+        # Calibrated: score_global, on which every camera's alarm line sits at 1; else the raw error.
+        calibrated = threshold.calibration is not None
+        curves = [{"title": c["key"], "values": c["score_global" if calibrated else "errors"], "labels": c["labels"],
+                   "flags": c["flags"]} for c in outputs.curves]
+        label = f"alarm line ({threshold.source})" if calibrated else None
+        paths.append(score_curves(curves, folder / "score_curves.png", 1.0 if calibrated else None, label,
+                                  "score_global" if calibrated else "frame error"))
     if outputs.roc is not None:
         paths.append(roc_curves(outputs.roc["labels"], outputs.roc["scores"], folder / "roc.png"))
     if worst:

@@ -81,7 +81,8 @@ def log_run(config: ScoreConfig, out: Path, outputs: Outputs, plots: list[Path],
         metrics.update({k: outputs.metrics[k] for k in METRIC_NAMES})
         metrics.update({f"global_{k}": outputs.metrics["global"][k] for k in METRIC_NAMES})
         metrics.update({f"threshold_{k}": outputs.metrics["threshold"][k]
-                        for k in ("flag_precision", "flag_recall", "frames_flagged")})
+                        for k in ("false_alarm_rate", "nominal_false_alarm_rate", "flag_precision", "flag_recall",
+                                  "frames_flagged")})
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
     for path in plots:
         mlflow.log_artifact(str(path), "plots")

@@ -20,11 +20,10 @@ holds them all).
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from memae.datasets.cameras import camera_of
 from memae.files import atomic_write, write_json_atomic
 from pipelines.registry.source import ModelSource, ScoringSettings
 from pipelines.score.config import ScoreConfig
@@ -136,22 +136,16 @@ def read_history(folder: Path) -> list[dict[str, Any]]:
         if isinstance(history, list) else []
 
 
-def camera_of(dataset: str, root: str | None, video_id: str, source: str) -> str:
-    """The camera a video comes from, as far as its layout tells: ShanghaiTech's scene; in a folder of videos the
-    first folder under the root (the root's name for files directly in it); the single-camera benchmarks are one
-    camera each, named after the data set."""
+def camera_name(dataset: str, root: str | None, video_id: str) -> str:
+    """The camera a video comes from, for people: ShanghaiTech's scene, in a folder of videos its camera folder
+    (memae.datasets.cameras; the root's name for files directly in it); the single-camera benchmarks are one camera
+    each, named after the data set."""
+    camera = camera_of(video_id)
     if dataset == "shanghaitech":
-        return f"scene {video_id.split('_')[0]}"
+        return f"scene {camera}"
     if dataset != "videos":
         return dataset
-    parts = PurePosixPath(video_id.replace("__", "/")).parts  # ids are paths under the root ("__" in older ones)
-    if len(parts) > 1:
-        return parts[0]
-    if root:
-        with contextlib.suppress(ValueError):
-            parts = Path(source).relative_to(Path(root).resolve()).parts
-        return parts[0] if len(parts) > 1 else Path(root).resolve().name
-    return dataset
+    return camera or (Path(root).resolve().name if root else dataset)
 
 
 def alarms_of(summaries: Iterable[Mapping[str, Any]], dataset: str, root: str | None) -> list[Alarm]:
@@ -161,7 +155,7 @@ def alarms_of(summaries: Iterable[Mapping[str, Any]], dataset: str, root: str | 
     """
     alarms = []
     for summary in summaries:
-        camera = camera_of(dataset, root, summary["video_id"], summary["source"])
+        camera = camera_name(dataset, root, summary["video_id"])
         for s in summary["segments"]:
             alarms.append(Alarm(summary["key"], summary["video_id"], camera, s["start_frame"], s["end_frame"],
                                 _finite(s["start_s"]), _finite(s["end_s"]), s["peak_frame"], s["peak_value"]))

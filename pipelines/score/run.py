@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,11 +33,11 @@ from memae.scoring import anomaly_score, frames_from_clips
 from pipelines.common.lock import folder_lock
 from pipelines.registry.source import MLFLOW_SCHEMES, ModelSource, ScoringSettings, load_model_source, scoring_settings
 from pipelines.score.actors import score_batches
-from pipelines.score.changes import renamed_videos, select_videos
+from pipelines.score.changes import found_on_disk, renamed_videos, select_videos
 from pipelines.score.collect import Collector, ScoredVideos, VideoClips
 from pipelines.score.config import ScoreConfig, ScoreSetupError
 from pipelines.score.data import Listing, VideoOutcome, VideoUnit, list_archive, list_shards
-from pipelines.score.ledger import Ledger, LedgerEntry, LedgerSection, Stamp
+from pipelines.score.ledger import Ledger, LedgerEntry, LedgerSection, Stamp, entry_record
 from pipelines.score.outputs import Outputs, rebuild_outputs, write_video_scores
 from pipelines.score.paths import UnsafePath, video_path
 from pipelines.score.plots import plot_outputs
@@ -86,6 +86,8 @@ class _Plan:
     deferred: list[VideoOutcome]
     problems: list[VideoOutcome]  # failed before scoring: paths refused, calibration videos unreadable
     limit: Threshold
+    found_on_disk: int = 0  # complete per-video files the ledger had not recorded (a killed run's last videos)
+    redone: list[str] = field(default_factory=list)  # per-video files there that are scored again: why each
 
 
 def score(config: ScoreConfig, echo: Callable[[str], None] = print) -> ScoreResult:
@@ -124,7 +126,7 @@ def _score(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStack)
         elapsed = time.perf_counter() - started
         failed = listing.problems + plan.problems + videos.failed
         report = score_report(config, source, listing, plan.skipped, videos, failed, elapsed, outputs, plan.changed,
-                              plan.deferred)
+                              plan.deferred) | {"found_on_disk": plan.found_on_disk, "redone": plan.redone}
         write_json_atomic(out / REPORT_FILE, report)
         page = write_review(out, config, source, listing, settings, plan.limit, plan.section, outputs, report, echo)
         if active is not None:
@@ -134,8 +136,13 @@ def _score(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStack)
         echo(f"FAILED  {item.key}: {item.file}: {item.reason}")
     if outputs.metrics is not None:
         m = outputs.metrics
-        echo(f"frame AUC micro {m['auc_micro']:.4f} (the paper's), macro {m['auc_macro']:.4f}, EER {m['eer']:.4f}, "
-             f"AP {m['average_precision']:.4f}; global normalisation: AUC micro {m['global']['auc_micro']:.4f}")
+        alarm = m["threshold"]
+        echo(f"frame AUC micro {m['auc_micro']:.4f} (the paper's, per-video min-max), macro {m['auc_macro']:.4f}, "
+             f"EER {m['eer']:.4f}, AP {m['average_precision']:.4f}; archive-wide (score_global): AUC micro "
+             f"{m['global']['auc_micro']:.4f}")
+        echo(f"alarms: {100 * alarm['false_alarm_rate']:.1f}% of normal frames flagged (nominal "
+             f"{100 * alarm['nominal_false_alarm_rate']:.1f}%), {100 * alarm['flag_recall']:.1f}% of anomalous "
+             f"frames caught, precision {alarm['flag_precision']:.3f}")
     else:
         echo(outputs.metrics_note)
     for item in plan.deferred:
@@ -176,15 +183,21 @@ def _prepare(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStac
         old, unit = next(iter(moves.items()))
         echo(f"{len(moves)} scored videos have new ids (as {old} is now {unit.key}): their results are kept under the "
              "new ids")
+    found = found_on_disk(units, ledger, section) if config.incremental else None  # a killed run's last videos
+    for item in found.redone if found else ():
+        echo(f"rescoring {item}")
     chosen = select_videos(units, ledger, section, config.incremental, config.settle_s, config.hash)
     ledger.restamp(section, chosen.restamped)
     changed = f" ({len(chosen.changed)} changed since scored)" if chosen.changed else ""
+    on_disk = f" ({len(found.recorded)} found complete on disk and recorded now)" if found and found.recorded else ""
     deferred = (f", {len(chosen.deferred)} deferred (modified in the last {config.settle_s:g}s)"
                 if config.incremental else "")
-    echo(f"{len(chosen.todo)} videos to score{changed}, {len(chosen.skipped)} already scored by {source.key}{deferred}")
+    echo(f"{len(chosen.todo)} videos to score{changed}, {len(chosen.skipped)} already scored by {source.key}{on_disk}"
+         f"{deferred}")
     limit, unreadable = choose_threshold(source, settings, listing, ledger, section, config, echo)
     return _Plan(out, source, listing, settings, ledger, section, chosen.todo, chosen.stamps, len(chosen.skipped),
-                 chosen.changed, chosen.deferred, refused + unreadable, limit)
+                 chosen.changed, chosen.deferred, refused + unreadable, limit,
+                 len(found.recorded) if found else 0, found.redone if found else [])
 
 
 def _writable(units: list[VideoUnit], folder: Path) -> tuple[list[VideoUnit], list[VideoOutcome]]:
@@ -239,7 +252,8 @@ def _finish(unit: VideoUnit, video: VideoClips, plan: _Plan, folder: Path) -> Vi
     if end.status == "failed":
         video.discard_maps()
         return outcome
-    file = None
+    entry = LedgerEntry(unit.video_id, unit.split, unit.source, end.num_frames, end.num_clips, end.fps, None,
+                        datetime.now(timezone.utc).isoformat(timespec="seconds"), plan.stamps.get(unit.key))
     if end.status == "done":
         labels = unit.labels(end.num_frames)
         if len(labels) != end.num_frames:
@@ -250,11 +264,11 @@ def _finish(unit: VideoUnit, video: VideoClips, plan: _Plan, folder: Path) -> Vi
         starts, errors = video.clip_errors()
         frame_errors = frames_from_clips(errors, starts, end.num_frames, settings.clip_len, settings.frame_rule)
         path = video_path(folder, unit.split, unit.video_id, ".parquet")
-        write_video_scores(path, unit.video_id, unit.split, frame_errors, anomaly_score(frame_errors), labels)
-        if video.maps is not None:
+        entry = replace(entry, file=str(path.relative_to(plan.ledger.out)))
+        if video.maps is not None:  # before the scores: a scores file in place means all the video's files are
             video.maps.finish(end.num_frames)
-        file = str(path.relative_to(plan.ledger.out))
-    entry = LedgerEntry(unit.video_id, unit.split, unit.source, end.num_frames, end.num_clips, end.fps, file,
-                        datetime.now(timezone.utc).isoformat(timespec="seconds"), plan.stamps.get(unit.key))
+        # The file carries the row recorded next: a driver killed in between leaves it recordable by the next run.
+        write_video_scores(path, unit.video_id, unit.split, frame_errors, anomaly_score(frame_errors), labels,
+                           entry_record(plan.section, entry))
     plan.ledger.record(plan.section, unit.key, entry)
     return outcome

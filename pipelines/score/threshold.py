@@ -1,9 +1,14 @@
 """Where the line between normal and anomalous frames is drawn, without labels.
 
-The threshold is a quantile of the model's error on normal training clips: stored with a registered model, else
-computed here from the normal training videos of the data (and kept in the ledger for the next run), else absent,
-and then frames are flagged by their per-video score. The training videos are decoded in Ray tasks
+The threshold is a quantile of the model's frame errors on normal video: the calibration stored with a registered
+model (made on training videos held out from its training, per camera where the archive has several), else one
+computed here from the normal training videos of the data (kept in the ledger for the next run), else absent, and
+then frames are flagged by their per-video score. The training videos are decoded in Ray tasks
 (pipelines/score/isolated.py): one that crashes its decoder is a reported failure, not the end of the job.
+
+Alarms are events, not frames (`memae.segments.hysteresis_flags`): an event opens where a frame's error passes the
+threshold (quantile --threshold-level), stays open while the error stays above the release line (quantile
+--release-level) and counts when it lasts --min-event-frames frames.
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ from typing import Any
 import numpy as np
 
 from memae.calibration import threshold
+from memae.datasets.cameras import camera_of
 from memae.evaluation import calibrate_model
+from memae.scoring import GlobalNormalizer, anomaly_score
+from memae.segments import hysteresis_flags
 from pipelines.registry.source import ModelSource, ScoringSettings
 from pipelines.score.actors import driver_model
 from pipelines.score.config import ScoreConfig
@@ -29,15 +37,52 @@ FALLBACK_SCORE = 0.5  # per-video score above which a frame is flagged when no c
 
 @dataclass(frozen=True)
 class Threshold:
-    """How frames are flagged and put on the global scale."""
+    """How frames are flagged and put on the global scale, per camera when the calibration has cameras."""
 
-    error: float | None  # flag frames whose raw error exceeds this; None: per-video score >= FALLBACK_SCORE
-    low: float | None  # raw error that maps to score_global 0 (median normal clip error); None: min-max
+    calibration: dict[str, Any] | None  # None: flag by per-video score >= FALLBACK_SCORE
     level: float
+    release_level: float
+    min_event_frames: int
     source: str
 
+    @property
+    def error(self) -> float | None:
+        """The alarm line on the raw error of all cameras pooled (None without a calibration)."""
+        return self.alarm("")
+
+    @property
+    def low(self) -> float | None:
+        """The raw error that maps to score_global 0: the median normal error (None without a calibration)."""
+        return self.median("")
+
+    def alarm(self, camera: str) -> float | None:
+        return threshold(self.calibration, self.level, camera) if self.calibration else None
+
+    def median(self, camera: str) -> float | None:
+        return threshold(self.calibration, 0.5, camera) if self.calibration else None
+
+    def release(self, camera: str) -> float | None:
+        return threshold(self.calibration, min(self.release_level, self.level), camera) if self.calibration else None
+
+    def scale(self, video_id: str) -> GlobalNormalizer | None:
+        """score_global's scale for this video's camera: 0 at its median normal error, 1 at its alarm line."""
+        camera = camera_of(video_id)
+        return GlobalNormalizer(self.median(camera), self.alarm(camera), clip=False) if self.calibration else None
+
+    def flags(self, video_id: str, errors: np.ndarray) -> np.ndarray:
+        """The frames of one video inside alarm events (per-video score >= FALLBACK_SCORE without a calibration)."""
+        if not self.calibration:
+            return np.nan_to_num(anomaly_score(errors), nan=-np.inf) >= FALLBACK_SCORE
+        camera = camera_of(video_id)
+        return hysteresis_flags(errors, self.alarm(camera), self.release(camera), self.min_event_frames)
+
     def as_dict(self) -> dict[str, Any]:
-        return {"error": self.error, "low": self.low, "level": self.level, "source": self.source}
+        cameras = sorted((self.calibration or {}).get("cameras") or {})
+        return {"error": self.error, "low": self.low, "release": self.release(""), "level": self.level,
+                "release_level": self.release_level, "min_event_frames": self.min_event_frames,
+                "source": self.source,
+                "cameras": {camera: {"error": self.alarm(camera), "low": self.median(camera),
+                                     "release": self.release(camera)} for camera in cameras}}
 
 
 def choose_threshold(source: ModelSource, settings: ScoringSettings, listing: Listing, ledger: Ledger,
@@ -47,9 +92,13 @@ def choose_threshold(source: ModelSource, settings: ScoringSettings, listing: Li
     up to --calibration-clips normal training clips; without any, none (frames are then flagged by the per-video
     score). Also the training videos that could not be read for it, each a failure to report."""
     level, failures = config.threshold_level, []
-    calibration, origin = source.calibration, "model calibration"
+    calibration = source.calibration
+    origin = f"model calibration on {calibration.get('source') or 'normal training clips'}" if calibration else ""
     if calibration and calibration.get("error_rule", settings.error_rule) != settings.error_rule:
         echo(f"the model's calibration is for the {calibration['error_rule']} error; recalibrating")
+        calibration = None
+    elif calibration and calibration.get("frame_rule", settings.frame_rule) != settings.frame_rule:
+        echo(f"the model's calibration is for the {calibration['frame_rule']} frame rule; recalibrating")
         calibration = None
     if not calibration:
         calibration, origin = section.calibration, "calibrated by an earlier run"
@@ -65,10 +114,14 @@ def choose_threshold(source: ModelSource, settings: ScoringSettings, listing: Li
     if not calibration:
         echo("no calibration (the model has none and the data has no normal training videos): frames are flagged "
              f"where the per-video score is at least {FALLBACK_SCORE}, and score_global is min-max over this run")
-        return Threshold(None, None, level, f"none: per-video score >= {FALLBACK_SCORE}"), failures
-    value = threshold(calibration, level)
-    echo(f"threshold: error > {value:.5g} (the {level} quantile of normal clips; {origin})")
-    return Threshold(value, threshold(calibration, 0.5), level, origin), failures
+        return (Threshold(None, level, config.release_level, config.min_event_frames,
+                          f"none: per-video score >= {FALLBACK_SCORE}"), failures)
+    chosen = Threshold(calibration, level, config.release_level, config.min_event_frames, origin)
+    cameras = f", own lines for {len(chosen.as_dict()['cameras'])} cameras" if calibration.get("cameras") else ""
+    echo(f"threshold: error > {chosen.error:.5g} (the {level} quantile of normal {calibration.get('unit', 'clip')} "
+         f"errors; {origin}{cameras}); events last while above the {chosen.release_level} quantile, "
+         f"{config.min_event_frames} frames or more")
+    return chosen, failures
 
 
 def _normal_clips(units: list[VideoUnit], settings: ScoringSettings, config: ScoreConfig,

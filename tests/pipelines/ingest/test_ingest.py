@@ -10,7 +10,7 @@ import pytest
 
 from experiments.synthetic import SynthConfig, write_corpus
 from memae.datasets import Preprocess, decode, open_dataset
-from memae.datasets.decode import resolve_decoder
+from memae.datasets.decode import DEFAULT_DECODER, resolve_decoder
 from memae.datasets.records import ranges_from_labels
 from pipelines.ingest.clips import read_video_frames, read_video_labels
 from pipelines.ingest.config import IngestConfig
@@ -117,7 +117,7 @@ def test_image_column_is_raw_bytes_or_on_request_an_arrow_tensor(ingested_ped2, 
     assert field.type == pa.binary(32 * 48) and json.loads(field.metadata[b"memae.shape"]) == [32, 48, 1]
     assert pq.ParquetFile(shard).metadata.row_group(0).column(2).compression == "UNCOMPRESSED"
     entry = read_manifest(ingested_avenue.out)["videos"][0]
-    assert shard_metadata(ingested_avenue.out / entry["shard"])["decoder"] == resolve_decoder("auto")
+    assert shard_metadata(ingested_avenue.out / entry["shard"])["decoder"] == DEFAULT_DECODER  # what scoring uses
     # the encoding written before issue 14, through decord: still written on request, and read back alike
     tensor = run_ingest(ingested_avenue.root, tmp_path / "tensor", size=(24, 32), encoding="tensor", decoder="decord")
     assert tensor.result.ok and read_manifest(tensor.out)["storage"]["encoding"] == "tensor"
@@ -182,7 +182,7 @@ def test_each_kind_of_bad_input_is_reported_and_everything_else_ingested(tmp_pat
         ("train", "02"): (train / "02.avi", "truncated"),
         ("train", "03"): (train / "03.avi", "file is empty"),
         ("test", "01"): (labels / "1_label.mat", "label file not found"),
-        ("test", "02"): (test / "02.avi", f"not a video {resolve_decoder('auto')} can read (corrupt or truncated)"),
+        ("test", "02"): (test / "02.avi", f"not a video {DEFAULT_DECODER} can read (corrupt or truncated)"),
         ("test", "03"): (vol_short, "20 frame labels for 03, which has 24 frames"),
     }
     if os.geteuid() != 0:  # root reads any file; the permission check itself is unit-tested in tests/datasets

@@ -1,21 +1,20 @@
 """What an unattended nightly ingest of a growing, never-clean archive needs: stable ids, every file accounted for,
-one writer per output folder, exit codes a scheduler can act on, and a rerun after a kill -9 that finishes the job."""
+one writer per output folder, exit codes a scheduler can act on, and a rerun after a kill that finishes the job (the
+kills themselves, by SIGKILL, SIGTERM and `timeout`: test_ingest_kill.py)."""
 
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 
-from memae.datasets import Preprocess, open_dataset
+from memae.datasets import Preprocess
 from pipelines.ingest.clips import read_video_frames
 from pipelines.ingest.config import IngestConfig
 from pipelines.ingest.corpus import Corpus
 from pipelines.ingest.run import ingest
-from pipelines.ingest.shards import read_shard, shard_metadata
+from pipelines.ingest.shards import shard_metadata
 
 from ...conftest import TINY, archive_with_bad_links, empty_video, tiny_video
 from ..conftest import run_ingest
@@ -160,56 +159,6 @@ def test_exit_3_when_the_job_itself_fails_not_its_inputs(tmp_path, ray_session, 
     monkeypatch.setattr(job, "ingest", cluster_gone)
     assert job.main(["--root", str(root), "--out", str(tmp_path / "other"), *SIZE]) == 3
     assert "the ingest itself failed (ConnectionError: the Ray cluster went away)" in capsys.readouterr().err
-
-
-def test_kill_9_of_the_driver_mid_run_then_a_rerun_gives_what_an_uninterrupted_run_gives(tmp_path, ray_session):
-    root = tmp_path / "archive"
-    originals = [tiny_video(tmp_path / f"original{i}.mp4", i) for i in range(2)]
-    for i in range(40):
-        (root / f"cam{i % 4}").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(originals[i % 2], root / f"cam{i % 4}" / f"{i:04d}.mp4")
-    killed, reference = tmp_path / "killed", tmp_path / "reference"
-    with open(tmp_path / "job.log", "w") as log:
-        job = subprocess.Popen(job_command(root, killed), env=job_env(ray_session), stdout=log, stderr=log)
-        try:
-            deadline = time.monotonic() + 120
-            while job.poll() is None and _shards(killed) < 3 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            job.send_signal(signal.SIGKILL)  # the driver only, as when its node or container dies
-        finally:
-            job.wait(timeout=60)
-    time.sleep(2)  # a task still finishing as the driver died has renamed its shard into place by now, or never will
-    at_kill = _shards(killed)
-    recorded = sum(entry["status"] == "done" for entry in read_manifest(killed)["videos"])
-    assert job.returncode == -signal.SIGKILL and 3 <= at_kill < 40, f"killed with {at_kill} of 40 shards written"
-    assert not read_manifest(killed)["complete"]
-
-    rerun = run_ingest(root, killed, size=(24, 32))
-    report = rerun.result.report
-    assert rerun.result.ok and report["ingested"] + report["skipped_already_done"] == 40
-    # Not one finished video is ingested again, whether or not the killed driver had heard of it.
-    assert report["skipped_already_done"] == at_kill and report["found_on_disk"] == at_kill - recorded
-    assert run_ingest(root, reference, size=(24, 32)).result.ok
-    assert len(_entries(killed)) == len(_entries(reference))
-    for got, want in zip(_entries(killed), _entries(reference), strict=True):
-        assert got == want, {k: (got.get(k), want.get(k)) for k in got.keys() | want.keys()
-                             if got.get(k) != want.get(k)}
-    for entry in read_manifest(killed)["videos"]:
-        frames, labels = read_shard(killed / entry["shard"])
-        expected_frames, expected_labels = read_shard(reference / entry["shard"])
-        assert (frames == expected_frames).all() and (labels == expected_labels).all()
-    assert_one_row_per_frame(killed)
-    assert not list(killed.rglob(".*.tmp-*"))
-    assert len(open_dataset("videos", root, probe_videos=False)) == read_manifest(killed)["counts"]["done"] == 40
-
-
-def _shards(out):
-    return len(list((out / "shards").rglob("*.parquet"))) if (out / "shards").is_dir() else 0
-
-
-def _entries(out):
-    """Per-video entries of a manifest without their timings."""
-    return [{k: v for k, v in entry.items() if k != "seconds"} for entry in read_manifest(out)["videos"]]
 
 
 def test_a_sealed_shard_the_manifest_never_recorded_counts_as_done_and_a_mismatched_one_is_redone(tmp_path,

@@ -287,13 +287,14 @@ def test_rebuilt_tables_put_every_video_on_one_unclipped_global_scale(tmp_path):
         write_video_scores(path, video_id, "test", values, np.zeros(4), np.zeros(4, np.int8))
         ledger.record(section, f"test/{video_id}", entry(video_id, str(path.relative_to(tmp_path)), num_frames=4))
     ledger.record(section, "test/short", entry("short", None, num_frames=1))
-    calibrated = Threshold(error=2.0, low=1.0, level=0.99, source="test")
+    quantiles = {"quantiles": {"0.5": 1.0, "0.95": 2.0, "0.99": 2.0}}  # median 1, alarm and release lines 2
+    calibrated = Threshold(quantiles, level=0.99, release_level=0.95, min_event_frames=1, source="test")
     outputs = rebuild_outputs(tmp_path, section, calibrated, settings, plot_videos=2, worst_frames=2)
     frames = pq.read_table(outputs.files["frame_scores"]).to_pandas()
     np.testing.assert_array_equal(frames.score_global, [np.nan, -0.5, 0.0, 2.0, 1.0, 1.0, 0.5, np.nan])
     assert frames.flagged.tolist() == [False, False, False, True, False, False, False, False]
     assert [s["scored"] for s in outputs.summaries] == [True, True, False]
-    offline = Threshold(error=None, low=None, level=0.99, source="none")
+    offline = Threshold(None, level=0.99, release_level=0.95, min_event_frames=1, source="none")
     rebuild_outputs(tmp_path, section, offline, settings, plot_videos=2, worst_frames=2)
     frames = pq.read_table(outputs.files["frame_scores"]).to_pandas()
     np.testing.assert_allclose(frames.score_global, [np.nan, 0.0, 0.2, 1.0, 0.6, 0.6, 0.4, np.nan])
