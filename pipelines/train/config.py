@@ -5,22 +5,34 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from memae.losses import DEFAULT_ALPHA
+from memae.memory import shrink_for
 from memae.models import entropy_weight
 from memae.presets import PRESETS, ModelSpec, Preset, get_preset
 from memae.scoring import DEFAULT_FRAME_RULE, ERROR_RULES, FRAME_RULES
 from pipelines.common.config import option
 
-TRAINABLE_MODELS = ["memae", "memae-nonspar", "ae"]
+TRAINABLE_MODELS = ["memae", "memae-nonspar", "ae", "memae-mnad"]
 
 
 @dataclass
 class TrainConfig:
     shards: str | None = option(None, "clip shards written by jobs/ingest.py (their train split is used)")
-    val_shards: str | None = option(None, "labelled shards for validation (their test split); default: none")
+    val_shards: str | None = option(None, "labelled shards for validation (their test split): videos other than "
+                                    "the ones you report; default: none (held-out normal videos choose the epoch)")
+    oracle: bool = option(False, "let --val-shards be the corpus trained on, i.e. choose the epoch on the test videos "
+                          "that are then reported: an upper bound, never a result; its metrics are named oracle_*")
     preset: str = option("cpu-small", "named preset: clip length, frame size, width, memory", choices=sorted(PRESETS))
-    model: str = option("memae", "memae, or an ablation of the paper", choices=TRAINABLE_MODELS)
+    model: str = option("memae", "memae, an ablation of the paper (memae-nonspar, ae), or memae-mnad (the decoder "
+                        "also sees the query, as in MNAD)", choices=TRAINABLE_MODELS)
     mem_dim: int | None = option(None, "memory slots (default: the preset's)")
-    shrink_thres: float | None = option(None, "hard-shrinkage lambda (default: 0.0025; 0 for memae-nonspar)")
+    shrink_thres: float | None = option(None, "hard-shrinkage lambda (default: the preset's; 0 for memae-nonspar; "
+                                        "0.0025 is the official code's)")
+    shrink_per_slot: float | None = option(None, "lambda as k/N for N memory slots (the paper advises 1..3); "
+                                           "instead of --shrink-thres")
+    warmup_epochs: float = option(0.0, "ramp lambda and alpha up from 0 over this many epochs, so that addressing "
+                                  "sharpens before shrinkage zeroes weak weights (0: the official recipe)")
+    memory_init: str = option("uniform", "memory initialisation: uniform (official) or kmeans (centroids of the "
+                              "untrained encoder's features on the first batches)", choices=["uniform", "kmeans"])
     width: float | None = option(None, "channel multiplier (default: the preset's)")
     addressing: str = option(
         "dot", "memory addressing: dot (official code) or cosine (paper)", choices=["dot", "cosine"]
@@ -40,8 +52,13 @@ class TrainConfig:
     torch_threads: int | None = option(None, "torch threads per worker (default: from the worker's CPUs)")
     bf16: bool = option(True, "bf16 autocast on GPU workers")
     val_every: int = option(1, "validate every N epochs (with --val-shards or --holdout-fraction)")
-    holdout_fraction: float = option(0.0, "without --val-shards: fraction of training videos held out to measure "
-                                     "reconstruction error on unseen normal clips (the objective then)")
+    holdout_fraction: float = option(0.25, "without --val-shards: fraction of training videos held out (at least one "
+                                     "when there are two or more): they choose the epoch (--select-by) and calibrate "
+                                     "the alarm threshold on footage the model has not fitted; 0 trains on all")
+    select_by: str = option("holdout_error", "with held-out videos, the best epoch is the one with the lowest "
+                            "holdout_error (their mean clip error) or the highest pseudo_auc (their clips against "
+                            "sped-up and patched copies); both are logged every epoch, neither needs a label",
+                            choices=["holdout_error", "pseudo_auc"])
     error_rule: str = option("l1", "clip error for validation", choices=list(ERROR_RULES))
     frame_rule: str = option(DEFAULT_FRAME_RULE, "clip-to-frame rule for validation, stored with the registered model "
                              "for scoring (centre: the paper's)", choices=list(FRAME_RULES))
@@ -62,12 +79,16 @@ class TrainConfig:
     def model_spec(self, in_channels: int) -> ModelSpec:
         """The preset's model with this run's overrides; the ablations fix what the paper fixes."""
         base = self.preset_spec().model
+        mem_dim = self.mem_dim if self.mem_dim is not None else base.mem_dim
+        if self.shrink_per_slot is not None and self.shrink_thres is not None:
+            raise ValueError("give --shrink-thres or --shrink-per-slot, not both")
+        shrink = self.shrink_thres if self.shrink_thres is not None else base.shrink_thres
         return replace(
             base,
             arch=self.model,
             in_channels=in_channels,
-            mem_dim=self.mem_dim if self.mem_dim is not None else base.mem_dim,
-            shrink_thres=self.shrink_thres if self.shrink_thres is not None else base.shrink_thres,
+            mem_dim=mem_dim,
+            shrink_thres=shrink_for(mem_dim, self.shrink_per_slot) if self.shrink_per_slot is not None else shrink,
             width=self.width if self.width is not None else base.width,
             addressing=self.addressing,
             temperature=self.temperature,

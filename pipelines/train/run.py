@@ -24,7 +24,7 @@ import ray.train.torch
 from ray.train.v2.api.callback import UserCallback
 
 from memae.checkpoint import load_checkpoint, model_from_checkpoint
-from memae.evaluation import calibrate_model
+from memae.evaluation import calibrate_frames
 from pipelines.common.config import flatten, save_config
 from pipelines.common.job_env import durable_path
 from pipelines.common.naming import new_run_name
@@ -37,7 +37,7 @@ from pipelines.registry.pyfunc import register_checkpoint
 from pipelines.train.config import TrainConfig
 from pipelines.train.plots import training_curves
 from pipelines.train.progress import EpochLines
-from pipelines.train.worker import CHECKPOINT_FILE, WorkerPlan, train_loop_per_worker
+from pipelines.train.worker import CHECKPOINT_FILE, HELD_OUT_OBJECTIVES, WorkerPlan, train_loop_per_worker
 
 
 @dataclass
@@ -53,11 +53,13 @@ class TrainResult:
 
 
 
-def training_objective(config: TrainConfig) -> str:
-    """What "best" means for this run: labelled validation AUC, else held-out normal error, else the train loss."""
+def training_objective(config: TrainConfig, train_videos: int = 2) -> str:
+    """What "best" means for this run: labelled validation AUC (oracle_* when the validation videos are the reported
+    ones), else --select-by on held-out normal videos (when there are two training videos or more), else the train
+    loss."""
     if config.val_shards:
-        return "val_auc_micro"
-    return "holdout_error" if config.holdout_fraction > 0 else "train_loss"
+        return "oracle_val_auc_micro" if config.oracle else "val_auc_micro"
+    return config.select_by if config.holdout_fraction > 0 and train_videos >= 2 else "train_loss"
 
 
 def split_holdout(video_ids: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -68,6 +70,34 @@ def split_holdout(video_ids: list[str], fraction: float, seed: int) -> tuple[lis
     count = min(len(video_ids) - 1, max(1, round(fraction * len(video_ids))))
     held = sorted(video_ids[i] for i in order[:count])
     return held, [v for v in video_ids if v not in held]
+
+
+def validation_corpus(config: TrainConfig, corpus: Corpus) -> Corpus | None:
+    """The labelled validation shards, refused when they are the corpus trained on unless --oracle says so."""
+    if not config.val_shards:
+        return None
+    val = Corpus.open(config.val_shards)
+    val.check_matches(corpus)
+    if val.path == corpus.path and not config.oracle:
+        raise ValueError(f"--val-shards is the corpus being trained on ({val.path}): choosing the epoch on its test "
+                         "videos and then reporting them overstates what an archive gets. Give labelled videos that "
+                         "you will not report, leave --val-shards out (held-out normal videos choose), or pass "
+                         "--oracle for an upper bound named as one")
+    return val
+
+
+def held_out_videos(config: TrainConfig, corpus: Corpus, clip_len: int) -> tuple[list[str], list[str]]:
+    """(held out, trained on) among the corpus's training videos; nothing held out when the run validates on
+    labelled videos or holds out none."""
+    train_ids = [v.video_id for v in corpus.videos("train")]
+    if training_objective(config, len(train_ids)) not in HELD_OUT_OBJECTIVES:
+        return [], train_ids
+    held, kept = split_holdout(train_ids, config.holdout_fraction, config.seed)
+    short = [v.video_id for v in corpus.videos("train") if v.video_id in held and v.num_frames < 2 * clip_len]
+    if short:
+        raise ValueError(f"held-out videos need {2 * clip_len} frames or more (a clip and its sped-up copy); "
+                         f"too short: {', '.join(short)}. Train on every video with --holdout-fraction 0")
+    return held, kept
 
 
 def worker_resources(config: TrainConfig) -> tuple[bool, dict[str, float], int]:
@@ -134,6 +164,8 @@ def train(config: TrainConfig, callbacks: list[UserCallback] | None = None,
     run_dir = Path(storage) / name
     if not config.resume and "://" not in storage and run_dir.exists():
         raise ValueError(f"a run called {name!r} already exists in {storage}: pass --resume to continue it")
+    val = validation_corpus(config, corpus)
+    held, kept = held_out_videos(config, corpus, preset.clip_len)
 
     init_ray()
     configure_ray_data()
@@ -142,23 +174,25 @@ def train(config: TrainConfig, callbacks: list[UserCallback] | None = None,
     datasets = {
         "train": clip_dataset(corpus.path, preset.clip_len, config.clip_stride, split="train").select_columns(["clip"])
     }
-    objective = training_objective(config)
+    train_ids = [v.video_id for v in corpus.videos("train")]
+    objective = training_objective(config, len(train_ids))
     val_num_frames, val_labels = {}, {}
     if config.val_shards:
-        val = Corpus.open(config.val_shards)
-        val.check_matches(corpus)
         datasets["val"] = clip_dataset(val.path, preset.clip_len, 1, split="test").select_columns(
             ["video_id", "start", "clip"]
         )
         val_num_frames, val_labels = val.labelled_videos("test")
-    elif config.holdout_fraction > 0:
-        train_ids = [v.video_id for v in corpus.videos("train")]
-        held, kept = split_holdout(train_ids, config.holdout_fraction, config.seed)
+    elif held:
         train_clips = clip_dataset(corpus.path, preset.clip_len, config.clip_stride, split="train", video_ids=kept)
         datasets["train"] = train_clips.select_columns(["clip"])
-        datasets["val"] = clip_dataset(corpus.path, preset.clip_len, preset.clip_len, split="train",
-                                       video_ids=held).select_columns(["video_id", "start", "clip"])
-        echo(f"holding out {len(held)} of {len(held) + len(kept)} training videos: {', '.join(held)}")
+        # Windows of two clips: the first clip is the normal one, the whole window makes its sped-up copy.
+        datasets["val"] = clip_dataset(corpus.path, 2 * preset.clip_len, preset.clip_len, split="train",
+                                       video_ids=held).select_columns(["clip"])
+        echo(f"holding out {len(held)} of {len(train_ids)} training videos to choose the epoch ({objective}) and "
+             f"calibrate the alarm: {', '.join(held)}")
+    elif config.holdout_fraction > 0:
+        echo("one training video: nothing to hold out, so the last epoch is kept and the alarm is calibrated on the "
+             "video trained on (expect more alarms than the threshold level says)")
 
     run_id = find_mlflow_run(config.experiment, name) if config.resume else None
     tags = {"memae.run_name": name, "memae.objective": objective}
@@ -170,7 +204,7 @@ def train(config: TrainConfig, callbacks: list[UserCallback] | None = None,
             tracking_uri=tracking_uri, run_id=run.info.run_id, objective=objective,
             shuffle_buffer=4 * config.resolved_batch_size,
             deadline=time.time() + 60 * config.max_minutes if config.max_minutes else None,
-            val_num_frames=val_num_frames, val_labels=val_labels,
+            shards=str(corpus.path), train_videos=kept, val_num_frames=val_num_frames, val_labels=val_labels,
         )
         if run_id is None:
             mlflow.log_params({k: v for k, v in flatten(config).items() if v is not None})
@@ -214,7 +248,7 @@ def train(config: TrainConfig, callbacks: list[UserCallback] | None = None,
                 checkpoint_file,
                 config.register,
                 corpus.model_preprocessing(preset.clip_len, config.error_rule, config.frame_rule),
-                calibration=calibrate(checkpoint_file, corpus.path, preset.clip_len, config),
+                calibration=calibrate(checkpoint_file, corpus, preset.clip_len, config),
                 alias=config.alias,
             )
         registered = f"registered as {config.register} version {version}" if version else "not registered"
@@ -249,9 +283,22 @@ def log_history_plots(history: list[dict[str, float]]) -> None:
         mlflow.log_artifact(str(training_curves(history, Path(tmp) / "training_curves.png")), "plots")
 
 
-def calibrate(checkpoint_file: str, shards: Path, clip_len: int, config: TrainConfig,
-              max_clips: int = 512) -> dict | None:
-    """The chosen model's error distribution on normal training clips (non-overlapping), for unlabelled runs."""
+def calibrate(checkpoint_file: str, corpus: Corpus, clip_len: int, config: TrainConfig,
+              max_clips: int = 4096) -> dict | None:
+    """The chosen model's per-frame error distribution on normal training videos, made as the scoring job makes
+    frame errors, for thresholds on unlabelled footage: on the run's held-out videos when it has any (the model has
+    not fitted them, so the threshold keeps its promise), else on the videos trained on. Whole videos, in order,
+    until about `max_clips` clips."""
+    held, kept = held_out_videos(config, corpus, clip_len)
     model, _ = model_from_checkpoint(load_checkpoint(checkpoint_file))
-    clips = (row["clip"] for row in iter_clips(shards, clip_len=clip_len, stride=clip_len, split="train"))
-    return calibrate_model(model, clips, config.error_rule, config.resolved_batch_size, max_clips)
+    lengths = {v.video_id: v.num_frames for v in corpus.videos("train")}
+    chosen, clips = [], 0
+    for video_id in held or kept:
+        if clips >= max_clips:
+            break
+        chosen.append(video_id)
+        clips += max(0, lengths[video_id] - clip_len + 1)
+    what = "held-out normal" if held else "normal training (fitted: expect more alarms than the level says)"
+    rows = iter_clips(corpus.path, clip_len=clip_len, stride=1, split="train", video_ids=chosen)
+    return calibrate_frames(model, rows, lengths, clip_len, config.error_rule, config.frame_rule,
+                            config.resolved_batch_size, source=f"{len(chosen)} {what} videos: {', '.join(chosen)}")

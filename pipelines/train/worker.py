@@ -7,8 +7,10 @@ epoch's progress line (pipelines/train/progress.py).
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,9 +22,13 @@ import torch.distributed as dist
 
 from memae.checkpoint import load_checkpoint, save_checkpoint, unwrap
 from memae.evaluation import VideoScorer, model_clip_errors, video_metrics
+from memae.memory import set_shrink_threshold
+from memae.memory_init import init_memory_from_features
 from memae.presets import ModelSpec
-from memae.training import train_one_epoch
+from memae.pseudo_anomalies import pseudo_anomaly_auc, pseudo_anomaly_pairs
+from memae.training import linear_warmup, train_one_epoch
 from memae.transforms import clips_to_tensor
+from pipelines.ingest.clips import iter_clips
 from pipelines.train.config import TrainConfig
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -32,7 +38,8 @@ CHECKPOINT_FILE = "checkpoint.pt"
 class WorkerPlan:
     """Everything a training worker needs, decided once by the driver.
 
-    `objective` is what "best" means (see `checkpoint_score`); the validation fields are filled for "val_auc_micro".
+    `objective` is what "best" means (see `checkpoint_score`); the validation fields are filled for the labelled
+    objectives.
     """
 
     config: TrainConfig
@@ -44,9 +51,20 @@ class WorkerPlan:
     objective: str
     shuffle_buffer: int
     deadline: float | None  # time.time() at which to stop, from --max-minutes
+    shards: str = ""  # the corpus's absolute path (workers do not share the driver's working directory)
+    train_videos: list[str] = field(default_factory=list)  # the training videos not held out
     val_num_frames: dict[str, int] = field(default_factory=dict)
     val_labels: dict[str, np.ndarray] = field(default_factory=dict)
 
+
+
+def _first_batches(plan: WorkerPlan, device: torch.device) -> Iterator[torch.Tensor]:
+    """Batches of non-overlapping clips of the videos trained on, read from the shards in order (not through the
+    training dataset, whose split between workers must be consumed whole)."""
+    rows = iter_clips(plan.shards, plan.clip_len, stride=plan.clip_len, split="train",
+                      video_ids=plan.train_videos)
+    while batch := list(itertools.islice(rows, plan.config.resolved_batch_size)):
+        yield clips_to_tensor(np.stack([row["clip"] for row in batch])).to(device)
 
 
 def _stop_everywhere(local_stop: bool) -> bool:
@@ -58,30 +76,52 @@ def _stop_everywhere(local_stop: bool) -> bool:
     return bool(flag.item())
 
 
+HELD_OUT_OBJECTIVES = ("pseudo_auc", "holdout_error")
+LABELLED_OBJECTIVES = ("val_auc_micro", "oracle_val_auc_micro")
+
+
 def _validate(model: torch.nn.Module, plan: WorkerPlan, device: torch.device) -> dict[str, float]:
-    """Frame AUC over labelled validation clips (the paper's protocol), or the mean error on held-out normal clips."""
+    """The objective's numbers: frame AUC over labelled validation videos (the paper's protocol; named oracle_* when
+    they are the reported ones), or, on held-out normal videos, the pseudo-anomaly AUC and the mean error."""
     config = plan.config
-    scorer = VideoScorer(clip_len=plan.clip_len, frame_rule=config.frame_rule)
     model = unwrap(model)
     model.eval()
-    errors = []
-    for batch in ray.train.get_dataset_shard("val").iter_batches(
-        batch_size=config.resolved_batch_size * 2, batch_format="numpy"
-    ):
+    rows = ray.train.get_dataset_shard("val").iter_batches(batch_size=config.resolved_batch_size * 2,
+                                                           batch_format="numpy")
+    if plan.objective in HELD_OUT_OBJECTIVES:
+        return _held_out_metrics(model, np.concatenate([batch["clip"] for batch in rows]), plan, device)
+    scorer = VideoScorer(clip_len=plan.clip_len, frame_rule=config.frame_rule)
+    for batch in rows:
         batch_errors = model_clip_errors(model, clips_to_tensor(batch["clip"]).to(device), config.error_rule)
         scorer.add(batch["video_id"], batch["start"], batch_errors)
-        errors.append(batch_errors)
-    if plan.objective == "holdout_error":
-        return {"holdout_error": float(torch.cat(errors).mean())}
     metrics = video_metrics(scorer.frame_errors(plan.val_num_frames), plan.val_labels)
-    return {"val_auc_micro": metrics.auc_micro, "val_auc_macro": metrics.auc_macro, "val_eer": metrics.eer}
+    prefix = "oracle_" if plan.objective.startswith("oracle_") else ""
+    return {f"{prefix}val_auc_micro": metrics.auc_micro, f"{prefix}val_auc_macro": metrics.auc_macro,
+            f"{prefix}val_eer": metrics.eer}
+
+
+def _held_out_metrics(model: torch.nn.Module, windows: np.ndarray, plan: WorkerPlan,
+                      device: torch.device) -> dict[str, float]:
+    """Mean error of held-out normal clips, and how well their errors separate them from pseudo-anomalies made of
+    them (the same edits every epoch: the generator is seeded by the run's seed)."""
+    config = plan.config
+    normal, edited = pseudo_anomaly_pairs(windows, plan.clip_len, np.random.default_rng(config.seed))
+
+    def errors(clips: np.ndarray) -> np.ndarray:
+        batch = config.resolved_batch_size * 2
+        return torch.cat([model_clip_errors(model, clips_to_tensor(clips[i:i + batch]).to(device), config.error_rule)
+                          for i in range(0, len(clips), batch)]).numpy()
+
+    normal_errors = errors(normal)
+    return {"holdout_error": float(normal_errors.mean()),
+            "pseudo_auc": pseudo_anomaly_auc(normal_errors, errors(edited))}
 
 
 def checkpoint_score(metrics: dict[str, float], objective: str) -> float:
     """Higher is better. Epochs without validation score lowest, so retention keeps the best validated one
     (Ray always keeps the latest too)."""
-    if objective == "val_auc_micro":
-        return metrics.get("val_auc_micro", -1.0)
+    if objective in LABELLED_OBJECTIVES or objective == "pseudo_auc":
+        return metrics.get(objective, -1.0)
     if objective == "holdout_error":
         return -metrics["holdout_error"] if "holdout_error" in metrics else -np.finfo(np.float32).max
     return -metrics["train_loss"]
@@ -92,11 +132,15 @@ def epoch_line(metrics: dict[str, float], epochs: int) -> str:
     parts = [f"epoch {metrics['epoch']}/{epochs}", f"loss {metrics['train_loss']:.5f}",
              f"{metrics['train_clips_per_s']:.1f} clips/s"]
     if "mem_active_query_fraction" in metrics:
-        parts.append(f"memory: {100 * metrics['mem_active_query_fraction']:.0f}% queries active, "
+        parts.append(f"memory: {100 * (1 - metrics['mem_active_query_fraction']):.0f}% queries dead, "
                      f"{metrics['mem_mean_active_slots_when_active']:.1f} slots each, "
                      f"{metrics['mem_distinct_slots']:.0f} slots used")
-    if "val_auc_micro" in metrics:
-        parts.append(f"val AUC {metrics['val_auc_micro']:.3f} (macro {metrics['val_auc_macro']:.3f})")
+    for prefix, name in (("", "val AUC"), ("oracle_", "ORACLE val AUC (test labels)")):
+        if f"{prefix}val_auc_micro" in metrics:
+            parts.append(f"{name} {metrics[f'{prefix}val_auc_micro']:.3f} "
+                         f"(macro {metrics[f'{prefix}val_auc_macro']:.3f})")
+    if "pseudo_auc" in metrics:
+        parts.append(f"pseudo-anomaly AUC {metrics['pseudo_auc']:.3f}")
     if "holdout_error" in metrics:
         parts.append(f"held-out error {metrics['holdout_error']:.5f}")
     return " | ".join(parts)
@@ -137,6 +181,8 @@ def train_loop_per_worker(loop_config: dict[str, WorkerPlan]) -> list[dict[str, 
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
     train_shard = ray.train.get_dataset_shard("train")
+    if config.memory_init == "kmeans" and checkpoint is None and unwrap(model).uses_memory:
+        init_memory_from_features(model, _first_batches(plan, device), seed=config.seed)
 
     for epoch in range(start_epoch, config.epochs):
 
@@ -153,9 +199,11 @@ def train_loop_per_worker(loop_config: dict[str, WorkerPlan]) -> list[dict[str, 
                 local_shuffle_seed=config.seed * 1000 + epoch,
             )
         )
+        if config.warmup_epochs:
+            set_shrink_threshold(model, linear_warmup(spec.shrink_thres, epoch, config.warmup_epochs))
         result = train_one_epoch(
-            model, optimizer, batches, alpha=config.effective_alpha, device=device, bf16=config.bf16,
-            should_stop=should_stop,
+            model, optimizer, batches, alpha=linear_warmup(config.effective_alpha, epoch, config.warmup_epochs),
+            device=device, bf16=config.bf16, should_stop=should_stop,
         )
         steps_done += result.steps
         metrics = {"epoch": epoch + 1, "steps": steps_done, **result.metrics()}

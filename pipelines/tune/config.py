@@ -65,8 +65,6 @@ class TuneConfig(TrainConfig):
     """The training fields keep their meaning for every trial, except those a sweep needs for itself: `name`,
     `resume`, `register`, `alias`, `experiment` and `mlflow_parent_run` are the sweep's."""
 
-    holdout_fraction: float = option(0.25, "without --val-shards: fraction of training videos held out; the "
-                                     "sweep then minimises the reconstruction error on them")
     experiment: str = option("memae-tune", "MLflow experiment of the sweep's parent run and its trials")
     name: str | None = option(None, "sweep name (default: generated); an existing name with --resume continues it")
     resume: bool = option(False, "continue the sweep called --name: finished trials are kept, the rest run")

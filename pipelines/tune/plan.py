@@ -12,7 +12,7 @@ from pipelines.common.resources import cpu_share, wants_gpu
 from pipelines.train.run import training_objective
 from pipelines.tune.config import Space, TuneConfig
 
-MODES = {"val_auc_micro": "max", "holdout_error": "min"}
+MODES = {"val_auc_micro": "max", "oracle_val_auc_micro": "max", "pseudo_auc": "max", "holdout_error": "min"}
 TRIAL_CPU = 0.01  # a trial only waits on its trainer: a token share (a trial asking for 0 CPUs was never scheduled)
 
 

@@ -69,7 +69,7 @@ def trial_rows(experiment_path: str, objective: str, searched: list[str], runs: 
         if best is not None:
             row |= {objective: float(best[objective]), "best_epoch": int(best["epoch"]),
                     "train_loss": float(best["train_loss"])}
-            row |= {k: float(best[k]) for k in ("val_auc_macro", "val_eer") if k in best}
+            row |= {k: float(best[k]) for k in (*_LABELLED_EXTRAS, "holdout_error") if k in best and k != objective}
             row["checkpoint"] = str(Path(best["checkpoint_path"]) / CHECKPOINT_FILE)
         row["mlflow_run"] = run.info.run_id if run is not None else None
         if status == "failed":
@@ -90,8 +90,13 @@ def close_stopped_runs(runs: dict[str, Any]) -> None:
             client.set_terminated(run.info.run_id, "KILLED")
 
 
+_LABELLED_EXTRAS = ("val_auc_macro", "val_eer", "oracle_val_auc_macro", "oracle_val_eer")
+
+
 def table_columns(objective: str, searched: list[str]) -> list[str]:
-    extra = ["val_auc_macro", "val_eer"] if objective == "val_auc_micro" else []
+    prefix = "oracle_" if objective.startswith("oracle_") else ""
+    extra = {"val_auc_micro": [f"{prefix}val_auc_macro", f"{prefix}val_eer"],
+             "pseudo_auc": ["holdout_error"]}.get(objective.removeprefix("oracle_"), [])
     return ["trial", "status", *searched, "epochs", objective, "best_epoch", *extra, "train_loss"]
 
 

@@ -56,6 +56,9 @@ def test_two_worker_ddp_trains_validates_and_registers(base, tmp_path, tiny_trai
     log = tmp_path / "reports.jsonl"
     config = TrainConfig(**{**base.__dict__, "num_workers": 2, "val_shards": str(tiny_train_shards),
                             "register": "tiny-memae", "alias": "champion"})
+    with pytest.raises(ValueError, match="--oracle"):  # choosing on the test videos of the corpus trained on
+        train(config)
+    config.oracle = True
     result = train(config, callbacks=[RecordReports(log)])
 
     reports = [r["workers"] for r in records(log) if "workers" in r]
@@ -63,7 +66,7 @@ def test_two_worker_ddp_trains_validates_and_registers(base, tmp_path, tiny_trai
     for workers in reports:  # DDP kept the two replicas identical after every epoch
         assert workers[0]["replica_checksum"] == workers[1]["replica_checksum"]
     assert [h["epoch"] for h in result.history] == [1, 2]
-    assert 0.0 <= result.history[-1]["val_auc_micro"] <= 1.0
+    assert 0.0 <= result.history[-1]["oracle_val_auc_micro"] <= 1.0 and "val_auc_micro" not in result.history[-1]
     assert result.chosen == "best" and Path(result.checkpoint_path).is_file()
     assert result.registered_version == "1"
 
@@ -134,15 +137,23 @@ def test_a_worker_killed_mid_run_is_restarted_from_the_last_checkpoint(base, tmp
     assert epochs_reported[-1] == 4 and epochs_reported.count(1) == 1, "epoch 1 was not redone after the restart"
 
 
-def test_holdout_objective_picks_the_checkpoint_with_the_lowest_held_out_error(base, tmp_path):
-    result = train(TrainConfig(**{**base.__dict__, "name": "holdout", "holdout_fraction": 0.5, "epochs": 2}))
+def test_held_out_videos_choose_the_epoch_without_labels_and_calibrate_the_alarm(base, tmp_path):
+    # With the memory options that are off by default: k-means initialisation and a one-epoch warm-up.
+    result = train(TrainConfig(**{**base.__dict__, "name": "holdout", "register": "tiny-held-out",
+                                  "memory_init": "kmeans", "warmup_epochs": 1.0}))
     errors = [h["holdout_error"] for h in result.history]
     assert len(errors) == 2 and all(e > 0 for e in errors)
+    assert all(0.0 <= h["pseudo_auc"] <= 1.0 for h in result.history)  # logged beside it, for a person to read
+    assert all(0.0 <= h["mem_dead_query_fraction"] <= 1.0 for h in result.history)
     assert result.chosen == "best"
-    best_epoch = int(np.argmin(errors)) + 1
-    assert Path(result.checkpoint_path).parent.name == f"epoch_{best_epoch:04d}"
+    chosen_epoch = int(Path(result.checkpoint_path).parent.name.removeprefix("epoch_"))
+    assert errors[chosen_epoch - 1] == min(errors)
     run = mlflow.get_run(result.mlflow_run_id)
     assert run.data.tags["memae.objective"] == "holdout_error"
+    calibration = mlflow.pyfunc.load_model("models:/tiny-held-out/1").metadata.metadata["calibration"]
+    # One of the two training videos was held out: the threshold comes from its frames, which training never saw.
+    assert calibration["unit"] == "frame" and calibration["source"].startswith("1 held-out normal videos: Train00")
+    assert calibration["num_values"] == 24 and calibration["frame_rule"] == "mean"
 
 
 def test_a_killed_driver_resumes_to_the_same_model_as_an_uninterrupted_run(base, tmp_path):

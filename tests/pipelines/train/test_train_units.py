@@ -21,8 +21,13 @@ def test_holdout_split_is_deterministic_disjoint_and_never_empty():
 
 def test_objective_and_scores_rank_validated_epochs_first():
     assert training_objective(TrainConfig(val_shards="x", holdout_fraction=0.3)) == "val_auc_micro"
-    assert training_objective(TrainConfig(holdout_fraction=0.3)) == "holdout_error"
-    assert training_objective(TrainConfig()) == "train_loss"
+    assert training_objective(TrainConfig(val_shards="x", oracle=True)) == "oracle_val_auc_micro"
+    assert training_objective(TrainConfig()) == "holdout_error"
+    assert training_objective(TrainConfig(select_by="pseudo_auc")) == "pseudo_auc"
+    assert training_objective(TrainConfig(), train_videos=1) == "train_loss"  # nothing to hold out
+    assert training_objective(TrainConfig(holdout_fraction=0.0)) == "train_loss"
+    assert checkpoint_score({"pseudo_auc": 0.8}, "pseudo_auc") > checkpoint_score({"pseudo_auc": 0.6}, "pseudo_auc")
+    assert checkpoint_score({"oracle_val_auc_micro": 0.7}, "oracle_val_auc_micro") == 0.7
     assert checkpoint_score({"val_auc_micro": 0.7, "train_loss": 1}, "val_auc_micro") == 0.7
     assert checkpoint_score({"train_loss": 1}, "val_auc_micro") < 0
     assert checkpoint_score({"holdout_error": 0.2}, "holdout_error") > checkpoint_score({"holdout_error": 0.3},
@@ -30,6 +35,13 @@ def test_objective_and_scores_rank_validated_epochs_first():
     assert checkpoint_score({"train_loss": 0.1}, "holdout_error") < -1e30
     assert checkpoint_score({"train_loss": 0.1}, "train_loss") == pytest.approx(-0.1)
     assert np.isfinite(checkpoint_score({"train_loss": 0.1}, "holdout_error"))
+
+
+def test_lambda_can_be_given_per_slot_but_not_both_ways():
+    assert TrainConfig(mem_dim=500, shrink_per_slot=2.0).model_spec(in_channels=1).shrink_thres == pytest.approx(0.004)
+    assert TrainConfig(preset="paper").model_spec(in_channels=1).shrink_thres == pytest.approx(2 / 2000)
+    with pytest.raises(ValueError, match="not both"):
+        TrainConfig(shrink_thres=0.01, shrink_per_slot=2.0).model_spec(in_channels=1)
 
 
 def test_nonspar_ablation_drops_shrinkage_and_entropy_as_the_paper_defines_it():
@@ -44,4 +56,7 @@ def test_epoch_line_shows_loss_memory_and_validation():
                        "mem_mean_active_slots_when_active": 4.0, "mem_distinct_slots": 80, "val_auc_micro": 0.9,
                        "val_auc_macro": 0.8}, epochs=10)
     assert line.startswith("epoch 3/10")
-    assert "50% queries active" in line and "val AUC 0.900" in line and "loss 0.01000" in line
+    assert "50% queries dead" in line and "val AUC 0.900" in line and "loss 0.01000" in line
+    oracle = epoch_line({"epoch": 1, "train_loss": 0.01, "train_clips_per_s": 1.0, "oracle_val_auc_micro": 0.9,
+                         "oracle_val_auc_macro": 0.8, "pseudo_auc": 0.75}, epochs=2)
+    assert "ORACLE val AUC (test labels) 0.900" in oracle and "pseudo-anomaly AUC 0.750" in oracle

@@ -57,9 +57,11 @@ def test_default_space_is_the_issue_s_and_a_single_value_is_not_a_dimension():
     assert planned_trials(TuneConfig(search="grid")) == 5 * 4 and planned_trials(TuneConfig()) == 8
 
 
-def test_objective_is_validation_auc_else_held_out_error_never_the_training_loss():
+def test_objective_is_validation_auc_else_held_out_videos_never_the_training_loss():
     assert sweep_objective(TuneConfig(val_shards="x")) == "val_auc_micro"
+    assert sweep_objective(TuneConfig(val_shards="x", oracle=True)) == "oracle_val_auc_micro"
     assert sweep_objective(TuneConfig()) == "holdout_error"
+    assert sweep_objective(TuneConfig(select_by="pseudo_auc")) == "pseudo_auc"
     with pytest.raises(ValueError, match="unseen clips"):
         sweep_objective(TuneConfig(holdout_fraction=0.0))
 
@@ -120,12 +122,14 @@ def children_of(parent_run_id: str) -> list:
 
 
 def test_grid_sweep_nests_trials_survives_failed_ones_picks_the_best_auc_and_registers(base, tiny_train_shards, capsys):
-    config = replace(base, name="grid", val_shards=str(tiny_train_shards), lr_space="choice:0.001,-1",
+    with pytest.raises(ValueError, match="--oracle"):
+        sweep(replace(base, name="refused", val_shards=str(tiny_train_shards)))
+    config = replace(base, name="grid", val_shards=str(tiny_train_shards), oracle=True, lr_space="choice:0.001,-1",
                      register="tiny-sweep", alias="champion")
     result = sweep(config)
     out = capsys.readouterr().out
 
-    assert "objective val_auc_micro (max)" in out and result.objective == "val_auc_micro"
+    assert "objective oracle_val_auc_micro (max)" in out and result.objective == "oracle_val_auc_micro"
     assert result.complete and len(result.table) == 4
     finished = [r for r in result.table if r["status"] == "finished"]
     failed = [r for r in result.table if r["status"] == "failed"]
@@ -134,7 +138,7 @@ def test_grid_sweep_nests_trials_survives_failed_ones_picks_the_best_auc_and_reg
     assert out.count(" ended: ") == 2 and out.count(" failed: ") == 2, "a line per trial as it ends"
 
     # The best trial is the one whose best epoch has the highest AUC; its checkpoint is that epoch's.
-    assert result.best["val_auc_micro"] == max(r["val_auc_micro"] for r in finished)
+    assert result.best["oracle_val_auc_micro"] == max(r["oracle_val_auc_micro"] for r in finished)
     assert result.table[0] == result.best
     assert Path(result.best["checkpoint"]).is_file()
     assert Path(result.best["checkpoint"]).parent.name == f"epoch_{result.best['best_epoch']:04d}"
@@ -146,12 +150,12 @@ def test_grid_sweep_nests_trials_survives_failed_ones_picks_the_best_auc_and_reg
     for row in finished:
         run = children[row["mlflow_run"]]
         assert run.info.status == "FINISHED" and int(run.data.params["mem_dim"]) == row["mem_dim"]
-        assert len(client.get_metric_history(run.info.run_id, "val_auc_micro")) == 2
+        assert len(client.get_metric_history(run.info.run_id, "oracle_val_auc_micro")) == 2
     assert all(children[r["mlflow_run"]].info.status == "FAILED" for r in failed)
 
     parent = client.get_run(result.mlflow_run_id)
-    assert parent.data.tags["memae.objective"] == "val_auc_micro"
-    assert parent.data.metrics["best_val_auc_micro"] == pytest.approx(result.best["val_auc_micro"])
+    assert parent.data.tags["memae.objective"] == "oracle_val_auc_micro"
+    assert parent.data.metrics["best_oracle_val_auc_micro"] == pytest.approx(result.best["oracle_val_auc_micro"])
     artifacts = {a.path for a in client.list_artifacts(result.mlflow_run_id)}
     artifacts |= {a.path for a in client.list_artifacts(result.mlflow_run_id, "plots")}
     assert {"sweep_results.csv", "sweep_results.md", "best_config.yaml", "plots/sweep.png"} <= artifacts

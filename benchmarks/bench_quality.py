@@ -1,0 +1,243 @@
+"""What a nightly user gets from each model and recipe, with no test label used for any choice.
+
+On the synthetic UCSD-Ped2-style corpus (the demo's), for each seed, model and recipe: train for a fixed number of
+optimizer steps (the same CPU budget for all), choose the epoch by the error on held-out normal training videos (the
+training job's default; the pseudo-anomaly AUC is printed beside it), calibrate the alarm on those held-out videos,
+then score the test videos and print
+
+- per-video AUC: the paper's protocol (each video min-max normalised; a comparison with the paper, not an alarm),
+- archive-wide AUC: raw scores pooled over all test videos (what a threshold works with),
+- FAR / recall: the share of normal / anomalous test frames inside an alarm event at the default level,
+- pixel AUROC from the error maps against the corpus's masks.
+
+Recipes: "new" is the project's default (l1 clip error, every frame scored by the mean of its clips, threshold from
+held-out normal video, alarm events with hysteresis); "patch" the same with the patch error rule; "official" the
+paper's code (l1, centre frame, threshold from the clips trained on, every frame above it flagged). "motion" is a
+model-free baseline: the error of predicting each clip by its temporal mean (how much moves), as a yardstick.
+Frames are decoded by the project's own readers at the demo's size (64x64 grey), in process (no Ray): the numbers
+measure the model and the recipe, not the pipeline.
+
+    python benchmarks/bench_quality.py                       # 2 seeds x 4 models x 2 recipes, about 40 min
+    python benchmarks/bench_quality.py --seeds 0 --models memae --recipes new --steps 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.synthetic import SynthConfig, write_corpus  # noqa: E402
+from memae.datasets import Preprocess, decode, load_masks, open_dataset  # noqa: E402
+from memae.losses import DEFAULT_ALPHA  # noqa: E402
+from memae.metrics import frame_metrics, pixel_auc  # noqa: E402
+from memae.models import entropy_weight  # noqa: E402
+from memae.presets import get_preset  # noqa: E402
+from memae.pseudo_anomalies import pseudo_anomaly_auc, pseudo_anomaly_pairs  # noqa: E402
+from memae.scoring import anomaly_score, clip_errors, error_maps, frames_from_clips  # noqa: E402
+from memae.segments import hysteresis_flags  # noqa: E402
+from memae.training import train_one_epoch  # noqa: E402
+from memae.transforms import clips_to_tensor  # noqa: E402
+from pipelines.train.run import split_holdout  # noqa: E402
+
+LEVEL = 0.99
+
+
+@dataclass
+class Video:
+    video_id: str
+    frames: np.ndarray  # T x H x W x 1 uint8
+    labels: np.ndarray | None = None
+    masks: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    error_rule: str
+    frame_rule: str
+    calibrate_on: str  # "held-out" or "train"
+    events: bool
+
+
+RECIPES = {
+    "new": Recipe("l1", "mean", "held-out", True),
+    "patch": Recipe("patch", "mean", "held-out", True),
+    "official": Recipe("l1", "centre", "train", False),
+}
+RELEASE_LEVEL, MIN_EVENT_FRAMES = 0.95, 8  # the scoring job's defaults
+
+
+class TemporalMean(torch.nn.Module):
+    """The model-free yardstick: each clip predicted by its own temporal mean, so the error is how much moves."""
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"output": x.mean(dim=2, keepdim=True).expand_as(x), "att": None}
+
+
+def load_split(root: Path, split: str, size: tuple[int, int]) -> list[Video]:
+    prep = Preprocess(size=size, color="gray")
+    videos = []
+    for record in open_dataset("ucsd-ped2", root, split=split):
+        frames = decode(record, prep)
+        videos.append(Video(record.video_id, frames, record.frame_labels(len(frames)) if split == "test" else None,
+                            load_masks(record) if split == "test" else None))
+    return videos
+
+
+def clips_of(frames: np.ndarray, clip_len: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    starts = np.arange(0, len(frames) - clip_len + 1, stride)
+    return starts, np.stack([frames[s:s + clip_len] for s in starts])
+
+
+@torch.no_grad()
+def errors_and_maps(model: torch.nn.Module, clips: np.ndarray, rule: str,
+                    batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Clip errors and per-clip mean-over-time error maps."""
+    model.eval()
+    errors, maps = [], []
+    for i in range(0, len(clips), batch):
+        x = clips_to_tensor(clips[i:i + batch])
+        recon = model(x)["output"]
+        errors.append(clip_errors(x, recon, rule).numpy())
+        maps.append(error_maps(x, recon).mean(dim=1).numpy())
+    return np.concatenate(errors), np.concatenate(maps)
+
+
+def frame_scores(model: torch.nn.Module, video: Video, clip_len: int, recipe: Recipe) -> tuple[np.ndarray, np.ndarray]:
+    starts, clips = clips_of(video.frames, clip_len, 1)
+    errors, maps = errors_and_maps(model, clips, recipe.error_rule)
+    scores = frames_from_clips(errors, starts, len(video.frames), clip_len, recipe.frame_rule)
+    frame_maps = np.full((len(video.frames), *maps.shape[1:]), np.nan, dtype=np.float32)
+    frame_maps[starts + clip_len // 2] = maps
+    return scores, frame_maps
+
+
+def train(arch: str, train_videos: list[Video], held_out: list[Video], steps: int, seed: int,
+          clip_len: int, preset: str, save: Path | None = None) -> tuple[torch.nn.Module, dict]:
+    torch.manual_seed(seed)
+    spec = get_preset(preset).model
+    from dataclasses import replace
+    model = replace(spec, arch=arch, in_channels=1).build()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    clips = np.concatenate([clips_of(v.frames, clip_len, 1)[1] for v in train_videos])
+    rng = np.random.default_rng(seed)
+    windows = np.concatenate([clips_of(v.frames, 2 * clip_len, clip_len)[1] for v in held_out])
+    normal, edited = pseudo_anomaly_pairs(windows, clip_len, np.random.default_rng(seed + 1000))
+    batch = get_preset(preset).batch_size
+    done, epoch, best, history = 0, 0, (-np.inf, None, 0), []
+    while done < steps:
+        order = rng.permutation(len(clips))
+        batches = (clips_to_tensor(clips[order[i:i + batch]]) for i in range(0, len(order) - batch + 1, batch))
+        result = train_one_epoch(model, optimizer, batches, alpha=entropy_weight(arch, DEFAULT_ALPHA),
+                                 should_stop=lambda n, d=done: d + n >= steps)
+        done += result.steps
+        epoch += 1
+        normal_errors = errors_and_maps(model, normal, "l1")[0]
+        auc = pseudo_anomaly_auc(normal_errors, errors_and_maps(model, edited, "l1")[0])
+        holdout = float(normal_errors.mean())
+        history.append({"epoch": epoch, "loss": result.loss, "pseudo_auc": auc, "holdout_error": holdout,
+                        "dead": 1 - result.memory.active_query_fraction if result.memory else float("nan")})
+        if save is not None:
+            save.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), save / f"{arch}-seed{seed}-epoch{epoch:03d}.pt")
+        if -holdout > best[0]:
+            best = (-holdout, copy.deepcopy(model.state_dict()), epoch)
+    model.load_state_dict(best[1])
+    return model, {"best_epoch": best[2], "epochs": epoch, "history": history}
+
+
+def evaluate(model: torch.nn.Module, recipe: Recipe, train_videos: list[Video], held_out: list[Video],
+             test: list[Video], clip_len: int) -> dict[str, float]:
+    calibration = held_out if recipe.calibrate_on == "held-out" else train_videos
+    normal = np.concatenate([frame_scores(model, v, clip_len, recipe)[0] for v in calibration])
+    normal = normal[np.isfinite(normal)]
+    high, low = np.quantile(normal, LEVEL), np.quantile(normal, RELEASE_LEVEL)
+    scores, labels, flagged, masks, maps = {}, {}, {}, {}, {}
+    for video in test:
+        s, frame_maps = frame_scores(model, video, clip_len, recipe)
+        scores[video.video_id], labels[video.video_id] = s, video.labels
+        flagged[video.video_id] = (hysteresis_flags(s, high, low, MIN_EVENT_FRAMES) if recipe.events
+                                   else np.nan_to_num(s, nan=-np.inf) > high)
+        if video.masks is not None:
+            masks[video.video_id], maps[video.video_id] = video.masks, frame_maps
+    per_video = frame_metrics(labels, {k: anomaly_score(v) for k, v in scores.items()})
+    archive = frame_metrics(labels, scores)
+    all_labels = np.concatenate([labels[k] for k in scores])
+    all_flags = np.concatenate([flagged[k] for k in scores])
+    return {
+        "per_video_auc": per_video.auc_micro, "archive_auc": archive.auc_micro,
+        "far": float(all_flags[all_labels == 0].mean()), "recall": float(all_flags[all_labels == 1].mean()),
+        "pixel_auroc": pixel_auc(masks, maps),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--models", nargs="+", default=["memae", "memae-nonspar", "ae", "memae-mnad", "motion"])
+    parser.add_argument("--recipes", nargs="+", default=["new", "patch", "official"], choices=sorted(RECIPES))
+    parser.add_argument("--steps", type=int, default=600, help="optimizer steps per model (the CPU budget)")
+    parser.add_argument("--preset", default="cpu-small")
+    parser.add_argument("--train-videos", type=int, default=8)
+    parser.add_argument("--holdout-fraction", type=float, default=0.25,
+                        help="training videos kept out for selection and calibration (the training job's default)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--save", type=Path, help="keep every epoch's weights in this folder")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    preset = get_preset(args.preset)
+    rows = []
+    for seed in args.seeds:
+        with tempfile.TemporaryDirectory() as tmp:
+            write_corpus("ucsd-ped2", tmp, SynthConfig(seed=seed, train_videos=args.train_videos))
+            train_all = load_split(Path(tmp), "train", preset.frame_size)
+            test = load_split(Path(tmp), "test", preset.frame_size)
+        held_ids, _ = split_holdout([v.video_id for v in train_all], args.holdout_fraction, seed)  # as the job does
+        held_out = [v for v in train_all if v.video_id in held_ids]
+        train_videos = [v for v in train_all if v.video_id not in held_ids]
+        for arch in args.models:
+            started = time.perf_counter()
+            if arch == "motion":
+                model, info = TemporalMean(), {"best_epoch": 0, "epochs": 0, "history": []}
+            else:
+                model, info = train(arch, train_videos, held_out, args.steps, seed, preset.clip_len, args.preset,
+                                    save=args.save)
+            for name in args.recipes:
+                row = {"seed": seed, "model": arch, "recipe": name, **info,
+                       **evaluate(model, RECIPES[name], train_videos, held_out, test, preset.clip_len),
+                       "seconds": time.perf_counter() - started}
+                rows.append(row)
+                print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in row.items() if k != "history"), flush=True)
+            if info["history"]:
+                print("  epochs (pseudo AUC, held-out error):",
+                      [(h["epoch"], round(h["pseudo_auc"], 3), round(h["holdout_error"], 4)) for h in info["history"]],
+                      flush=True)
+    print(summary_table(rows))
+
+
+def summary_table(rows: list[dict]) -> str:
+    """Markdown: the mean over seeds of each model and recipe."""
+    keys = ("per_video_auc", "archive_auc", "far", "recall", "pixel_auroc")
+    lines = ["| model | recipe | per-video AUC | archive-wide AUC | false alarms | recall | pixel AUROC |",
+             "|---|---|---|---|---|---|---|"]
+    for model, recipe in dict.fromkeys((r["model"], r["recipe"]) for r in rows):
+        chosen = [r for r in rows if r["model"] == model and r["recipe"] == recipe]
+        means = [np.mean([r[k] for r in chosen]) for k in keys]
+        lines.append(f"| {model} | {recipe} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
+    seeds = sorted({r["seed"] for r in rows})
+    head = f"mean over seeds {seeds}; alarm at the {LEVEL} quantile (nominal false alarms {1 - LEVEL:.0%})"
+    return head + ":\n" + "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
