@@ -15,7 +15,9 @@ import pytest
 from pipelines.common.watchdog import session_pids
 
 REPO = Path(__file__).resolve().parents[3]
-# A job in miniature: start (or join) Ray the way every job does, say which session, then work until killed.
+# A job in miniature: start (or join) Ray the way every job does, say which session, run a task, say so, then work
+# until killed. The signal comes once the task is done: a job mid-way through its work, not one still starting Ray's
+# first worker (which, on a loaded machine, can outlast the test's patience).
 JOB = """
 import sys, time
 import ray
@@ -23,6 +25,7 @@ from pipelines.common.ray_runtime import init_ray
 init_ray(num_cpus=1)
 print(ray._private.worker.global_worker.node.get_session_dir_path(), flush=True)
 ray.get(ray.remote(lambda: 1).remote())
+print("working", flush=True)
 time.sleep(600)
 """
 
@@ -34,6 +37,7 @@ def start_job(tmp_path: Path, wrapper: list[str], env: dict[str, str]) -> tuple[
                            stderr=subprocess.DEVNULL, text=True)
     session = job.stdout.readline().strip()
     assert Path(session).name.startswith("session_"), "the job did not start Ray"
+    assert job.stdout.readline().strip() == "working", "the job's first task did not run"
     return job, session
 
 

@@ -48,8 +48,9 @@ def records(path: Path) -> list[dict]:
 @pytest.fixture
 def base(tmp_path, tiny_train_shards, monkeypatch) -> TrainConfig:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    # Nothing held out unless a test says so: most tests here are about checkpoints and restarts, not the objective.
     return TrainConfig(shards=str(tiny_train_shards), preset="cpu-tiny", clip_stride=4, lr=1e-3, epochs=2, seed=3,
-                       storage_path=str(tmp_path / "runs"), num_workers=1, cpus_per_worker=0.45)
+                       storage_path=str(tmp_path / "runs"), num_workers=1, cpus_per_worker=0.45, holdout_fraction=0.0)
 
 
 def test_two_worker_ddp_trains_validates_and_registers(base, tmp_path, tiny_train_shards):
@@ -140,6 +141,7 @@ def test_a_worker_killed_mid_run_is_restarted_from_the_last_checkpoint(base, tmp
 def test_held_out_videos_choose_the_epoch_without_labels_and_calibrate_the_alarm(base, tmp_path):
     # With the memory options that are off by default: k-means initialisation and a one-epoch warm-up.
     result = train(TrainConfig(**{**base.__dict__, "name": "holdout", "register": "tiny-held-out",
+                                  "holdout_fraction": TrainConfig.holdout_fraction,  # the default
                                   "memory_init": "kmeans", "warmup_epochs": 1.0}))
     errors = [h["holdout_error"] for h in result.history]
     assert len(errors) == 2 and all(e > 0 for e in errors)
