@@ -33,8 +33,11 @@ time.sleep(600)
 def start_job(tmp_path: Path, wrapper: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     script = tmp_path / "job.py"
     script.write_text(JOB)
+    # Ctrl-C as from a terminal: a test run started in the background (`cmd &` in a script) ignores SIGINT, and its
+    # children would inherit that and never see the signal.
     job = subprocess.Popen([*wrapper, sys.executable, str(script)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.DEVNULL, text=True)
+                           stderr=subprocess.DEVNULL, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     session = job.stdout.readline().strip()
     assert Path(session).name.startswith("session_"), "the job did not start Ray"
     assert job.stdout.readline().strip() == "working", "the job's first task did not run"
