@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench_decode import corpus
+from bench_decode import corpus, rate
 
 REPO = Path(__file__).resolve().parents[1]
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -67,7 +67,7 @@ def main() -> int:
     print("\nraw decode at full size, one process, every frame of every 1x file (frames/s: per wall second, "
           "per CPU second):")
     for name, fn in _decoders().items():
-        wall, cpu = _rate(files, fn)
+        wall, cpu = rate(files, fn)
         figures["decode"][name] = {"wall_fps": round(wall), "cpu_fps": round(cpu)}
         print(f"  {name:<52} {wall:6.0f} {cpu:6.0f}", flush=True)
     fastest_name = max(figures["decode"], key=lambda k: figures["decode"][k]["cpu_fps"])
@@ -190,17 +190,6 @@ def _decoders() -> dict[str, Callable[[Path], int]]:
 
         decoders["torchcodec, RGB, one thread"] = torchcodec_read
     return decoders
-
-
-def _rate(files: list[Path], decode: Callable[[Path], int]) -> tuple[float, float]:
-    """Frames per wall second and per CPU second, best of two passes over all files."""
-    wall = cpu = 0.0
-    for _ in range(2):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        frames = sum(decode(path) for path in files)
-        wall = max(wall, frames / (time.perf_counter() - start))
-        cpu = max(cpu, frames / (time.process_time() - start_cpu))
-    return wall, cpu
 
 
 def _ingest(root: Path, out: Path, size: str, color: str, num_cpus: int, encoding: str, decoder: str) -> dict:
