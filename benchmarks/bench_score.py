@@ -6,9 +6,10 @@
 1. The corpus (jobs/synth.py's scenes as .mp4 files) is ingested once at the model's frame size.
 2. Bare loop: in a fresh process, every clip (stride 1) of the shards read into memory first, then batches through
    the model with as many torch threads as the scoring actor gets.
-3. Ray Data: `pipelines.score.actors.score_batches` over the same shards: read and cut into clips in Ray tasks,
-   scored by the actor pool, gathered by this driver; timed from the first batch requested to the last received
-   (Ray already started; the actor's start and model load included).
+3. Ray Data: `pipelines.score.actors.score_batches` over the same shards: read into frame blocks in Ray tasks, cut
+   into clips and scored by the actor pool, gathered by this driver; timed from the first batch requested to the last
+   received (Ray already started; the actor's start and model load included). Object-store bytes per frame of the
+   blocks against whole clips: benchmarks/bench_transfer.py.
 4. End to end: `pipelines.score.run.score` on the raw .mp4 files (decode, clip, score, write per-video files, rebuild
    tables, plots): frames per second of wall clock, Ray already started.
 

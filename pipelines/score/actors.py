@@ -1,7 +1,14 @@
-"""The model at work: a pool of Ray actors that turn streamed clips into clip errors, and the driver's own copy.
+"""The model at work: a pool of Ray actors that turn streamed frame blocks into clip errors, and the driver's own copy.
 
-One Ray task per video decodes it and cuts clips (pipelines/score/data.py); `ScoringActor`s, each holding the
-model on its device, score the clips in batches; `score_batches` hands the driver the scored rows as they finish.
+One Ray task per video decodes it into blocks of consecutive frames (pipelines/score/data.py); `ScoringActor`s, each
+holding the model on its device, cut each block's clips and score them `batch_size` at a time; `score_batches` hands
+the driver the scored rows as they finish, one per clip and one end row per video:
+
+    key:   "split/video_id"
+    start: 0-based first frame of the clip (-1 on the end row)
+    error: the clip's reconstruction error, float64 (NaN on the end row)
+    end:   "" on clip rows; the video's `VideoEnd` JSON on its end row
+    map:   with save_maps only: float16 (H, W) squared error of the clip's centre frame (zeros on the end row)
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ import pickle
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
 import ray
@@ -17,49 +25,81 @@ import ray.data
 import torch
 from torch import nn
 
-from memae.evaluation import model_clip_errors
 from memae.presets import ModelSpec
 from memae.scoring import clip_errors, error_maps
+from memae.training import autocast_for
 from memae.transforms import clips_to_tensor
 from pipelines.common.resources import cpu_share, torch_threads, wants_gpu
 from pipelines.registry.source import ModelSource, ScoringSettings
 from pipelines.score.config import ScoreConfig, ScoreSetupError
-from pipelines.score.data import VideoUnit, video_clip_batches
+from pipelines.score.data import VideoUnit, sliding_clips, video_frame_blocks
 
 
 class ScoringActor:
-    """Holds the model on its device; turns batches of clip rows into clip errors (and centre-frame error maps)."""
+    """Holds the model on its device; turns frame blocks into the errors (and centre-frame error maps) of their clips.
+
+    Clips are cut here, not in the decoding task, so that each frame crosses the object store about once instead of
+    once per clip that covers it."""
 
     def __init__(self, spec: ModelSpec, state: dict[str, torch.Tensor], settings: ScoringSettings, device: str,
-                 threads: int, save_maps: bool) -> None:
+                 threads: int, save_maps: bool, batch_size: int, bf16: bool = False) -> None:
+        """`bf16`: run the model under bf16 autocast (CUDA only; errors are still computed in float32)."""
         torch.set_num_threads(threads)
         self.device = torch.device(device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # every batch but a block's last has the same shape
         self.model = spec.build()
         self.model.load_state_dict(state)
         self.model.to(self.device).eval()
         self.settings = settings
         self.save_maps = save_maps
+        self.batch_size = batch_size
+        self.bf16 = bf16
 
     @torch.inference_mode()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        clips = batch["start"] >= 0  # the end row of each video carries no clip
-        n = len(batch["start"])
-        errors = np.full(n, np.nan)
-        out = {"key": batch["key"], "start": batch["start"], "end": batch["end"]}
-        centre = self.settings.clip_len // 2
-        maps = np.zeros((n, self.settings.height, self.settings.width), dtype=np.float16) if self.save_maps else None
-        if clips.any():
-            x = clips_to_tensor(batch["clip"][clips]).to(self.device, non_blocking=True)
-            if self.save_maps:
-                recon = self.model(x)["output"].to(x.dtype)
-                errors[clips] = clip_errors(x, recon, self.settings.error_rule).double().cpu().numpy()
-                maps[clips] = error_maps(x[:, :, centre], recon[:, :, centre]).cpu().numpy()
-            else:
-                errors[clips] = model_clip_errors(self.model, x, self.settings.error_rule).double().numpy()
-        out["error"] = errors
-        if maps is not None:
+        """Block rows in, clip rows (and end rows) out; see the module docstring."""
+        rows = zip(batch["key"], batch["start"], batch["frames"], batch["end"], strict=True)
+        parts = [self._block(key, int(start), frames, end) for key, start, frames, end in rows]
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+    def _block(self, key: str, first: int, frames: np.ndarray, end: str) -> dict[str, np.ndarray]:
+        """The rows of one block: one per clip, or the video's end row (which carries no frames)."""
+        if end:
+            return self._rows(key, np.array([-1]), np.array([np.nan]), end, self._no_maps(1))
+        starts, errors, maps = [], [], []
+        clips = sliding_clips([frames], self.settings.clip_len, self.settings.stride)
+        while batch := list(islice(clips, self.batch_size)):
+            offsets, stack = zip(*batch, strict=True)
+            batch_errors, batch_maps = self._score(np.stack(stack))
+            starts.append(first + np.array(offsets, np.int64))
+            errors.append(batch_errors)
+            maps.append(batch_maps)
+        return self._rows(key, np.concatenate(starts), np.concatenate(errors), "",
+                          np.concatenate(maps) if self.save_maps else None)
+
+    def _rows(self, key: str, starts: np.ndarray, errors: np.ndarray, end: str,
+              maps: np.ndarray | None) -> dict[str, np.ndarray]:
+        out = {"key": np.array([key] * len(starts)), "start": starts, "end": np.array([end] * len(starts)),
+               "error": errors}
+        if self.save_maps:
             out["map"] = maps
         return out
+
+    def _score(self, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(float64 errors, float16 centre-frame maps when saved) of uint8 clips (n, T, H, W, C)."""
+        x = clips_to_tensor(torch.from_numpy(clips).to(self.device))  # uint8 to the device: 4x fewer bytes
+        with autocast_for(self.device, self.bf16):
+            recon = self.model(x)["output"]
+        recon = recon.to(x.dtype)
+        errors = clip_errors(x, recon, self.settings.error_rule).float().cpu().double().numpy()
+        if not self.save_maps:
+            return errors, None
+        centre = self.settings.clip_len // 2
+        return errors, error_maps(x[:, :, centre], recon[:, :, centre]).cpu().numpy().astype(np.float16)
+
+    def _no_maps(self, n: int) -> np.ndarray:
+        return np.zeros((n, self.settings.height, self.settings.width), np.float16)
 
 
 @dataclass(frozen=True)
@@ -102,6 +142,13 @@ def actor_plan(config: ScoreConfig) -> ActorPlan:
     return ActorPlan("cuda" if use_gpu else "cpu", actors, cpus, torch_threads(config.torch_threads, cpus))
 
 
+def use_bf16(precision: str, device: str, echo: Callable[[str], None]) -> bool:
+    """Whether the actors run the model in bf16: asked for, on GPUs. On CPUs bf16 is ignored, and said so once."""
+    if precision == "bf16" and device != "cuda":
+        echo("--precision bf16 applies to GPUs only: scoring on the CPU in fp32")
+    return precision == "bf16" and device == "cuda"
+
+
 def score_batches(todo: list[VideoUnit], source: ModelSource, settings: ScoringSettings, config: ScoreConfig,
                   echo: Callable[[str], None]) -> Iterator[dict[str, np.ndarray]]:
     """Batches of scored rows (key, start, error, end[, map]) as the actors finish them, starting Ray if needed."""
@@ -111,6 +158,7 @@ def score_batches(todo: list[VideoUnit], source: ModelSource, settings: ScoringS
     plan = actor_plan(config)
     echo(f"scoring with {plan.actors} actor(s) on {plan.device}, {plan.cpus} CPUs and {plan.threads} torch threads "
          f"each; batches of {config.batch_size} clips")
+    bf16 = use_bf16(config.precision, plan.device, echo)
     context = ray.data.DataContext.get_current()
     saved = context.max_errored_blocks, context.enable_progress_bars, context.print_on_execution_start
     # One block per video: if a decoder crashes its worker, only that video is lost, and it is reported.
@@ -121,14 +169,15 @@ def score_batches(todo: list[VideoUnit], source: ModelSource, settings: ScoringS
             # Ray Data retries a task whose worker died for ever: a decoder crashing on one file would hang the job.
             # `max_retries` is only reachable through the deprecated ray_remote_args (as in pipelines/ingest/run.py).
             warnings.simplefilter("ignore", DeprecationWarning)
-            clips = units.map_batches(video_clip_batches, fn_kwargs={"settings": settings}, batch_size=1,
-                                      num_cpus=config.decode_cpus, max_retries=1)
-        scored = clips.map_batches(
+            blocks = units.map_batches(video_frame_blocks, batch_size=1, num_cpus=config.decode_cpus, max_retries=1,
+                                       fn_kwargs={"settings": settings, "batch_size": config.batch_size})
+        scored = blocks.map_batches(
             ScoringActor,
             fn_constructor_kwargs={"spec": source.spec, "state": source.state, "settings": settings,
-                                   "device": plan.device, "threads": plan.threads, "save_maps": config.save_maps},
+                                   "device": plan.device, "threads": plan.threads, "save_maps": config.save_maps,
+                                   "batch_size": config.batch_size, "bf16": bf16},
             compute=ray.data.ActorPoolStrategy(size=plan.actors),
-            batch_size=config.batch_size,
+            batch_size=1,  # one frame block: its clips make whole model batches
             batch_format="numpy",
             **plan.resources,
         )

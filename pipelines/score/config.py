@@ -9,6 +9,7 @@ from memae.scoring import ERROR_RULES, FRAME_RULES
 from pipelines.common.config import option
 
 SPLITS = ["auto", "train", "test", "all"]
+PRECISIONS = ["fp32", "bf16"]
 
 
 class ScoreSetupError(ValueError):
@@ -56,6 +57,8 @@ class ScoreConfig:
     calibration_clips: int = option(256, "normal clips to calibrate on when the model carries no calibration")
     fps: float | None = option(None, "frame rate for segment times when the archive does not record one")
     batch_size: int = option(16, "clips per model call")
+    precision: str = option("fp32", "model arithmetic: bf16 runs the model under bf16 autocast on GPUs (errors still "
+                            "in float32; ignored on CPUs)", choices=PRECISIONS)
     concurrency: int | None = option(None, "scoring actors, each holding the model (default: one per GPU, else 1)")
     use_gpu: bool | None = option(None, "one GPU per actor (default: when the cluster has GPUs)")
     cpus_per_actor: float | None = option(None, "CPUs per scoring actor (default: 1, leaving the rest to decoding)")

@@ -1,14 +1,20 @@
-"""What the scoring job reads: the videos of a raw archive or of ingested shards, cut into clips as they decode.
+"""What the scoring job reads: the videos of a raw archive or of ingested shards, sent to the model as frame blocks.
 
 One Ray task takes one whole video (the fastest route measured for decoding, and a video is the unit of success):
 it decodes sequentially at the model's size and colour (`memae.datasets.iter_frames`, as ingest does) or reads the
-shard, cuts clips with a sliding window so memory holds one clip's frames plus a chunk, and yields batches of rows
+shard, and yields one row per block of consecutive frames, then one end row:
 
-    key:   "split/video_id"
-    start: 0-based first frame of the clip (-1 on the end row)
-    clip:  uint8 (T, H, W, C) (zeros on the end row)
-    end:   "" on clip rows; on the video's last row a `VideoEnd` as JSON: "done", "short" (fewer frames than a
-           clip) or "failed" (why, and which file), with the frames and clips counted
+    key:    "split/video_id"
+    start:  0-based video index of the block's first frame, which is also its first clip's start (-1 on the end row)
+    frames: uint8 (n, H, W, C): exactly the frames of the block's clips, n = clip_len + (clips - 1) * stride
+            (n = 0 on the end row)
+    end:    "" on block rows; on the video's last row a `VideoEnd` as JSON: "done", "short" (fewer frames than a
+            clip) or "failed" (why, and which file), with the frames and clips counted
+
+The scoring actors cut the clips out of each block (`sliding_clips`, stride `settings.stride`). A block holds
+`block_clips` clips (BLOCK_BATCHES model batches, bounded by BLOCK_BYTES) and repeats the clip_len - stride frames
+it shares with the previous one, so each frame crosses the object store about once (1.12 times for 16-frame clips
+at stride 1 in batches of 16), not once per clip covering it (16 times) as whole clips would.
 
 A corrupt video therefore ends in a "failed" row instead of an exception, and every other video is still scored.
 """
@@ -40,7 +46,8 @@ from pipelines.ingest.manifest import Manifest
 from pipelines.ingest.shards import LABEL, iter_shard
 from pipelines.registry.source import ScoringSettings
 
-CLIP_BATCH_BYTES = 16 << 20  # clips handed to the scoring actors at a time
+BLOCK_BYTES = 16 << 20  # at most this many bytes of frames per block handed to the scoring actors
+BLOCK_BATCHES = 8  # model batches of clips per block, when they fit BLOCK_BYTES
 
 Status = Literal["done", "short", "failed", "deferred"]
 
@@ -177,7 +184,7 @@ def _problem(split: str, video_id: str, file: str, reason: str) -> VideoOutcome:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Decoding and clip cutting: Ray task side only (the scoring pipeline, and pipelines/score/isolated.py)
+# Decoding, frame blocks and clip cutting: Ray tasks and actors only (the scoring pipeline, pipelines/score/isolated.py)
 
 
 def unit_frames(unit: VideoUnit, settings: ScoringSettings) -> tuple[Iterator[np.ndarray], float | None]:
@@ -204,13 +211,47 @@ def sliding_clips(chunks: Iterable[np.ndarray], clip_len: int, stride: int) -> I
         window, offset = window[drop:], offset + drop
 
 
-def video_clip_batches(row: dict, settings: ScoringSettings) -> Iterator[dict]:
-    """Ray Data task body: the clip rows of one video, then its end row (see the module docstring)."""
+def clip_count(num_frames: int, clip_len: int, stride: int) -> int:
+    """Clips that fit in `num_frames` consecutive frames."""
+    return max(0, (num_frames - clip_len) // stride + 1)
+
+
+def block_clips(settings: ScoringSettings, batch_size: int) -> int:
+    """Clips per frame block: BLOCK_BATCHES model batches, fewer (whole batches if one fits) to stay under BLOCK_BYTES.
+
+    A block repeats the last clip_len - stride frames of the one before, so longer blocks send fewer frames twice:
+    8 batches of 16 clips at stride 1 send 143 frames for 128 new ones (1.12 copies of each frame)."""
+    frame_bytes = settings.height * settings.width * settings.channels
+    fit = clip_count(BLOCK_BYTES // frame_bytes, settings.clip_len, settings.stride)
+    clips = min(BLOCK_BATCHES * batch_size, fit)
+    return max(1, clips // batch_size * batch_size if clips >= batch_size else clips)
+
+
+def frame_blocks(chunks: Iterable[np.ndarray], clip_len: int, stride: int,
+                 clips: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(first frame, frames) of consecutive-frame blocks holding exactly the frames of up to `clips` clips each.
+
+    Cutting `sliding_clips` from each block (starts offset by its first frame) gives the clips of the whole video,
+    each once: a block starts at its first clip and ends with its last, so consecutive blocks share
+    clip_len - stride frames (none when stride >= clip_len, and the frames between such blocks are never sent)."""
+    size, step = clip_len + (clips - 1) * stride, clips * stride
+    window: np.ndarray | None = None
+    start = skip = 0  # video frame index of the next block (and of window[0]); frames to drop before it arrives
+    for chunk in chunks:
+        dropped = min(skip, len(chunk))
+        chunk, skip = chunk[dropped:], skip - dropped
+        window = chunk if window is None else np.concatenate([window, chunk])
+        while len(window) >= size:
+            yield start, window[:size]
+            skip, window, start = max(0, step - len(window)), window[step:], start + step
+    if window is not None and (count := clip_count(len(window), clip_len, stride)):
+        yield start, window[: clip_len + (count - 1) * stride]
+
+
+def video_frame_blocks(row: dict, settings: ScoringSettings, batch_size: int) -> Iterator[dict]:
+    """Ray Data task body: the frame blocks of one video, one row each, then its end row (see the module docstring)."""
     unit: VideoUnit = pickle.loads(row["unit"][0])
-    clip_shape = (settings.clip_len, settings.height, settings.width, settings.channels)
-    per_batch = max(1, CLIP_BATCH_BYTES // int(np.prod(clip_shape)))
-    starts: list[int] = []
-    clips: list[np.ndarray] = []
+    frame_shape = (settings.height, settings.width, settings.channels)
     num_frames = num_clips = 0
     fps = unit.fps
     failure: tuple[str, str] | None = None  # (file, reason)
@@ -218,43 +259,33 @@ def video_clip_batches(row: dict, settings: ScoringSettings) -> Iterator[dict]:
     def counted(chunks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         nonlocal num_frames
         for chunk in chunks:
-            if chunk.shape[1:] != clip_shape[1:]:
-                raise VideoDecodeError(unit.source, f"frames of shape {chunk.shape[1:]}, expected {clip_shape[1:]}")
+            if chunk.shape[1:] != frame_shape:
+                raise VideoDecodeError(unit.source, f"frames of shape {chunk.shape[1:]}, expected {frame_shape}")
             num_frames += len(chunk)
             yield chunk
 
     try:
         chunks, fps = unit_frames(unit, settings)
-        for start, clip in sliding_clips(counted(chunks), settings.clip_len, settings.stride):
-            starts.append(start)
-            clips.append(clip)  # a view; np.stack copies the batch
-            num_clips += 1
-            if len(clips) == per_batch:
-                yield _clip_batch(unit.key, starts, clips)
-                starts, clips = [], []
+        clips = block_clips(settings, batch_size)
+        for first, frames in frame_blocks(counted(chunks), settings.clip_len, settings.stride, clips):
+            num_clips += clip_count(len(frames), settings.clip_len, settings.stride)
+            yield _block_row(unit.key, first, frames, "")
     except VideoDecodeError as exc:
         failure = exc.path, exc.reason
     except Exception as exc:  # anything else about this one input: report it, never lose the other videos
         failure = unit.source, f"{type(exc).__name__}: {exc}"
-    if clips and failure is None:
-        yield _clip_batch(unit.key, starts, clips)
     status = "failed" if failure else "done" if num_clips else "short"
     file, reason = failure or (None, None)
     end = VideoEnd(status, num_frames, num_clips, fps or unit.fps, file, reason)
-    yield {
-        "key": np.array([unit.key]),
-        "start": np.array([-1], dtype=np.int64),
-        "clip": np.zeros((1, *clip_shape), dtype=np.uint8),
-        "end": np.array([end.encode()]),
-    }
+    yield _block_row(unit.key, -1, np.zeros((0, *frame_shape), np.uint8), end.encode())
 
 
-def _clip_batch(key: str, starts: list[int], clips: list[np.ndarray]) -> dict:
+def _block_row(key: str, first: int, frames: np.ndarray, end: str) -> dict:
     return {
-        "key": np.array([key] * len(starts)),
-        "start": np.array(starts, dtype=np.int64),
-        "clip": np.stack(clips),
-        "end": np.array([""] * len(starts)),
+        "key": np.array([key]),
+        "start": np.array([first], dtype=np.int64),
+        "frames": frames[None],
+        "end": np.array([end]),
     }
 
 

@@ -4,9 +4,10 @@
     from pipelines.score.config import ScoreConfig
     result = score(ScoreConfig(model="models:/memae-demo@champion", dataset="auto", root="/data/ped2", out="scores"))
 
-The pipeline streams: one Ray task per video decodes it (or reads its shard) and cuts clips (data.py); a pool of
-scoring actors, each holding the model (on a GPU when the cluster has them), turns batches of clips into clip
-errors and, with --save-maps, per-pixel error maps (actors.py); the driver gathers each video's clips (collect.py)
+The pipeline streams: one Ray task per video decodes it (or reads its shard) and hands on blocks of consecutive
+frames, about one copy of each (data.py); a pool of scoring actors, each holding the model (on a GPU when the cluster
+has them), cuts the blocks into clips and turns them into clip errors and, with --save-maps, per-pixel error maps
+(actors.py); the driver gathers each video's clips (collect.py)
 and, as soon as a video is complete, writes its per-frame scores and records it in the ledger (outputs.py,
 ledger.py). A corrupt video ends in a "failed" outcome and is reported; the others are scored. At the end the tables,
 metrics and plots are rebuilt from the per-video files and logged to one MLflow run (report.py).

@@ -1,6 +1,6 @@
-"""The scoring job's pieces without a running Ray: segments, clip cutting, settings from model and flags, actor
-planning, gathering clips by video, the ledger and its migration, paths kept inside --out, which videos a run scores,
-rebuilding the tables, map spool."""
+"""The scoring job's pieces without a running Ray: segments, clip cutting, frame blocks and the scoring actor,
+settings from model and flags, actor planning, gathering clips by video, the ledger and its migration, paths kept
+inside --out, which videos a run scores, rebuilding the tables, map spool."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 from dataclasses import replace
 
 import numpy as np
@@ -16,16 +17,29 @@ import pytest
 import torch
 
 from memae.checkpoint import save_checkpoint
+from memae.evaluation import model_clip_errors
 from memae.models import AutoEncoderCov3DMem
 from memae.presets import get_preset
 from memae.scoring import DEFAULT_FRAME_RULE
 from memae.segments import anomalous_segments, flag_runs
-from pipelines.registry.source import load_model_source, scoring_settings
-from pipelines.score.actors import actor_plan
+from memae.transforms import clips_to_tensor
+from pipelines.registry.source import ScoringSettings, load_model_source, scoring_settings
+from pipelines.score import data
+from pipelines.score.actors import ScoringActor, actor_plan, use_bf16
 from pipelines.score.changes import content_hash, renamed_videos, select_videos, source_stamp
 from pipelines.score.collect import Collector
 from pipelines.score.config import ScoreConfig, ScoreSetupError
-from pipelines.score.data import VideoEnd, VideoUnit, sliding_clips
+from pipelines.score.data import (
+    BLOCK_BATCHES,
+    BLOCK_BYTES,
+    VideoEnd,
+    VideoUnit,
+    block_clips,
+    clip_count,
+    frame_blocks,
+    sliding_clips,
+    video_frame_blocks,
+)
 from pipelines.score.ledger import Ledger, LedgerEntry, Stamp
 from pipelines.score.outputs import MapSpool, rebuild_outputs, write_video_scores
 from pipelines.score.paths import UnsafePath, video_path
@@ -62,6 +76,141 @@ def test_sliding_clips_match_slicing_the_whole_video_whatever_the_chunks(chunk, 
 
 def test_a_video_shorter_than_a_clip_gives_no_clip():
     assert list(sliding_clips([np.zeros((5, 2, 2, 1), np.uint8)], 8, 1)) == []
+
+
+def cut(blocks, clip_len: int, stride: int) -> list[tuple[int, np.ndarray]]:
+    """The clips the scoring actors cut from frame blocks, at video frame indices."""
+    return [(first + s, clip) for first, frames in blocks for s, clip in sliding_clips([frames], clip_len, stride)]
+
+
+@pytest.mark.parametrize("length", [5, 8, 11, 15, 19, 23, 40])
+@pytest.mark.parametrize("stride", [1, 2, 3, 8, 11])
+@pytest.mark.parametrize("clips", [1, 3, 4])
+@pytest.mark.parametrize("chunk", [1, 7, 50])
+def test_frame_blocks_carry_exactly_the_frames_of_the_clips_of_the_whole_video(length, stride, clips, chunk):
+    video = np.arange(length)[:, None, None, None].astype(np.uint8) * np.ones((1, 2, 2, 1), np.uint8)
+    chunks = (video[i : i + chunk] for i in range(0, length, chunk))
+    blocks = list(frame_blocks(chunks, 8, stride, clips))
+    expected = list(sliding_clips([video], 8, stride))
+    assert [(s, c.tolist()) for s, c in cut(blocks, 8, stride)] == [(s, c.tolist()) for s, c in expected]
+    for first, frames in blocks:
+        assert np.array_equal(frames, video[first : first + len(frames)]), "consecutive frames from `first`"
+        count = clip_count(len(frames), 8, stride)
+        assert 1 <= count <= clips and len(frames) == 8 + (count - 1) * stride, "no frame beyond its last clip"
+    assert sum(clip_count(len(f), 8, stride) for _, f in blocks) == len(expected)
+
+
+def test_block_size_follows_the_batch_and_stays_under_the_byte_bound():
+    small = ScoringSettings(clip_len=16, height=64, width=64, channels=1, stride=1, error_rule="l1", frame_rule="mean")
+    assert block_clips(small, 16) == BLOCK_BATCHES * 16
+    big = replace(small, height=512, width=512, channels=3)  # 768 KiB frames: 21 fit in 16 MiB, 6 clips
+    assert block_clips(big, 16) == clip_count(BLOCK_BYTES // (768 << 10), 16, 1) == 6
+    assert block_clips(replace(big, height=1024, width=1024), 16) == 1, "a clip over the bound still goes, alone"
+    rgb = replace(small, height=256, width=256, channels=3)
+    clips = block_clips(rgb, 16)
+    assert clips % 16 == 0 and (16 + clips - 1) * 256 * 256 * 3 <= BLOCK_BYTES
+
+
+def block_rows(unit: VideoUnit, settings, batch_size: int = 4) -> list[dict]:
+    return list(video_frame_blocks({"unit": [pickle.dumps(unit)]}, settings, batch_size))
+
+
+def mp4_unit(path, frames: int) -> VideoUnit:
+    from experiments.synthetic import SynthConfig, render_video, write_video
+    from memae.datasets import VideoRecord
+
+    cfg = SynthConfig(height=48, width=64, frames=max(frames, 20), seed=3)
+    write_video(path, render_video(cfg, "train", 0).frames[:frames], cfg.fps)
+    return VideoUnit("train", path.name, str(path), record=VideoRecord(path.name, "train", path))
+
+
+def tiny_settings(stride: int = 1, clip_len: int = 8):
+    return ScoringSettings(clip_len=clip_len, height=32, width=32, channels=1, stride=stride, error_rule="l1",
+                           frame_rule="mean")
+
+
+def test_a_video_becomes_frame_blocks_then_an_end_row_with_its_counts(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "BLOCK_BATCHES", 1)  # blocks of one batch of 4 clips
+    rows = block_rows(mp4_unit(tmp_path / "v.mp4", 30), tiny_settings(stride=2))
+    *blocks, end = rows
+    assert all(r["end"][0] == "" and r["frames"].shape[2:] == (32, 32, 1) for r in blocks)
+    assert [r["start"][0] for r in blocks] == [0, 8, 16]  # blocks of 4 clips, stride 2; 30 frames hold 12 clips
+    assert end["start"][0] == -1 and end["frames"].shape == (1, 0, 32, 32, 1)
+    assert VideoEnd.decode(end["end"][0]) == VideoEnd("done", 30, 12, 10.0)
+    short = block_rows(mp4_unit(tmp_path / "s.mp4", 5), tiny_settings())
+    assert len(short) == 1 and VideoEnd.decode(short[0]["end"][0]).status == "short"
+
+
+def test_a_corrupt_video_ends_in_a_failed_row(tmp_path):
+    unit = mp4_unit(tmp_path / "v.mp4", 30)
+    (tmp_path / "v.mp4").write_bytes((tmp_path / "v.mp4").read_bytes()[:300])
+    (row,) = block_rows(unit, tiny_settings())
+    end = VideoEnd.decode(row["end"][0])
+    assert end.status == "failed" and end.file == str(tmp_path / "v.mp4") and end.num_clips == 0
+
+
+def test_frames_of_the_wrong_shape_or_a_break_mid_stream_fail_the_video_after_the_blocks_sent(monkeypatch):
+    from memae.datasets import VideoDecodeError
+
+    monkeypatch.setattr(data, "BLOCK_BATCHES", 1)
+
+    def broken(unit, settings):
+        yield np.zeros((20, 32, 32, 1), np.uint8)
+        raise VideoDecodeError("/v/020.png", "cannot decode image")
+
+    monkeypatch.setattr(data, "unit_frames", lambda unit, settings: (broken(unit, settings), 25.0))
+    *blocks, end = block_rows(VideoUnit("test", "v", "/v"), tiny_settings())
+    assert len(blocks) == 3 and VideoEnd.decode(end["end"][0]) == VideoEnd("failed", 20, 12, 25.0, "/v/020.png",
+                                                                            "cannot decode image")
+    monkeypatch.setattr(data, "unit_frames", lambda unit, settings: (iter([np.zeros((9, 16, 16, 1), np.uint8)]), 25.0))
+    (end,) = block_rows(VideoUnit("test", "v", "/v"), tiny_settings())
+    assert "frames of shape (16, 16, 1), expected (32, 32, 1)" in VideoEnd.decode(end["end"][0]).reason
+
+
+def test_frame_blocks_move_about_one_copy_of_each_frame_where_clips_moved_one_per_covering_clip(tmp_path):
+    settings = replace(tiny_settings(clip_len=16), height=64, width=64)
+    rows = block_rows(mp4_unit(tmp_path / "v.mp4", 200), settings, batch_size=16)
+    sent = sum(array.nbytes for row in rows for array in row.values())
+    assert sent / 200 < 1.3 * 64 * 64, "stride 1: clip rows moved 16 copies of almost every frame"
+
+
+def scoring_actor(settings, save_maps: bool, batch_size: int = 4, bf16: bool = False):
+    torch.manual_seed(0)
+    spec = get_preset("cpu-tiny").model
+    net = spec.build().eval()
+    return net, ScoringActor(spec, net.state_dict(), settings, "cpu", 1, save_maps, batch_size, bf16)
+
+
+@pytest.mark.parametrize("save_maps", [False, True])
+def test_the_scoring_actor_scores_the_clips_of_a_block_as_the_model_scores_them_in_batches(save_maps):
+    settings = tiny_settings(stride=2)
+    net, actor = scoring_actor(settings, save_maps)
+    video = np.random.default_rng(0).integers(0, 256, (30, 32, 32, 1), np.uint8)
+    out = actor({"key": np.array(["test/v"]), "start": np.array([6]), "frames": video[None], "end": np.array([""])})
+    starts, clips = zip(*sliding_clips([video], 8, 2), strict=True)
+    assert out["start"].tolist() == [6 + s for s in starts] and set(out["end"]) == {""}
+    with torch.inference_mode():
+        x = clips_to_tensor(np.stack(clips))
+        expected = torch.cat([model_clip_errors(net, x[i : i + 4]) for i in range(0, len(x), 4)]).double().numpy()
+    np.testing.assert_array_equal(out["error"], expected)
+    assert sorted(out) == sorted(["key", "start", "error", "end", *(["map"] if save_maps else [])])
+    if save_maps:
+        assert out["map"].shape == (len(clips), 32, 32) and out["map"].dtype == np.float16
+    end = VideoEnd("done", 30, 12).encode()
+    out = actor({"key": np.array(["test/v"]), "start": np.array([-1]), "frames": np.zeros((1, 0, 32, 32, 1), np.uint8),
+                 "end": np.array([end])})
+    assert out["start"].tolist() == [-1] and np.isnan(out["error"]).all() and out["end"].tolist() == [end]
+
+
+def test_bf16_is_ignored_on_cpus_with_one_line_and_kept_on_gpus():
+    lines: list[str] = []
+    assert not use_bf16("bf16", "cpu", lines.append) and len(lines) == 1 and "GPUs only" in lines[0]
+    assert use_bf16("bf16", "cuda", lines.append) and not use_bf16("fp32", "cuda", lines.append) and len(lines) == 1
+    settings = tiny_settings()
+    video = np.random.default_rng(1).integers(0, 256, (12, 32, 32, 1), np.uint8)
+    row = {"key": np.array(["test/v"]), "start": np.array([0]), "frames": video[None], "end": np.array([""])}
+    assert np.array_equal(scoring_actor(settings, False, bf16=True)[1](row)["error"],
+                          scoring_actor(settings, False)[1](row)["error"])
 
 
 def config(**kw) -> ScoreConfig:
