@@ -1,7 +1,7 @@
-"""Clips of T consecutive frames cut from ingested shards, as a Ray Dataset or a plain iterator.
+"""Clips of T consecutive frames cut from ingested shards: a plain iterator of clips, and a Ray Dataset of frame blocks.
 
 Shards store each frame once (see shards.py); clips are cut here, when reading, and never cross a video
-boundary. Every clip is a dict::
+boundary. Every clip of `iter_clips` is a dict::
 
     video_id: str        the dataset's own name for the video
     split:    str        "train" or "test"
@@ -12,17 +12,24 @@ boundary. Every clip is a dict::
 Clip starts are 0, stride, 2*stride, ... while a whole clip fits; a video shorter than clip_len gives none.
 Avenue and frame-folder archives reuse ids across splits (train "01", test "01"): a video is (split, video_id).
 
-    from pipelines.ingest.clips import clip_dataset, iter_clips
+Ray moves blocks of consecutive frames instead of clips (with stride 1 a clip row would carry each frame 16 times):
+a row of `frame_block_dataset` is one block of one video, the same keys with `frames` (F, H, W, C) and `labels` (F,)
+in place of `clip` and `start` its first frame. Consecutive blocks overlap by clip_len - stride frames, so each clip
+lies whole in exactly one block, and `clips_from_block` cuts them where they are consumed.
+
+    from pipelines.ingest.clips import clips_from_block, frame_block_dataset, iter_clips
     for clip in iter_clips("data/shards", clip_len=16, stride=4, split="test"):   # no Ray needed
         ...
-    ds = clip_dataset("data/shards", clip_len=16, stride=1, split="train")        # streams, for Ray Train
-    ds.iter_torch_batches(batch_size=8)
+    ds = frame_block_dataset("data/shards", clip_len=16, stride=1, split="train")  # streams, for Ray Train
+    for block in ds.iter_rows():
+        clips = clips_from_block(block["frames"], 16, 1)   # (n, 16, H, W, C), starting at block["start"] + i
 
-Only `clip_dataset` imports Ray, and only when called.
+Only `frame_block_dataset` imports Ray, and only when called.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,8 +42,8 @@ from pipelines.ingest.shards import iter_shard, read_shard
 if TYPE_CHECKING:
     import ray.data
 
-CLIP_TASK_BYTES = 64 << 20  # clips cut by one Ray task
-CLIP_BATCH_BYTES = 16 << 20  # clips handed to Ray Data at a time
+BLOCK_BYTES = 8 << 20  # frames of one block of `frame_block_dataset`, about
+MIN_BLOCK_CLIP_LENGTHS = 8  # a block spans at least 8 clip lengths: the overlap then adds at most 1/8 of its frames
 
 
 def clip_starts(num_frames: int, clip_len: int, stride: int) -> range:
@@ -70,74 +77,117 @@ def read_video_labels(shards_dir: str | Path, video_id: str, split: str | None =
     return read_shard(_shard_path(shards_dir, video_id, split))[1]
 
 
-def clip_dataset(
+def clips_from_block(frames: np.ndarray, clip_len: int, stride: int) -> np.ndarray:
+    """The clips of a block of frames, (n, clip_len, H, W, C): clip i starts at frame i * stride of the block.
+
+    A read-only view, no copy: cutting costs nothing, and the caller copies only what it keeps.
+    """
+    count = len(clip_starts(len(frames), clip_len, stride))
+    step, *frame_strides = frames.strides
+    return np.lib.stride_tricks.as_strided(
+        frames, (count, clip_len, *frames.shape[1:]), (stride * step, step, *frame_strides), writeable=False
+    )
+
+
+def frames_per_block(frame_bytes: int, clip_len: int, block_bytes: int = BLOCK_BYTES) -> int:
+    """About `block_bytes` of frames, and never fewer than MIN_BLOCK_CLIP_LENGTHS clips' worth, so that the frames
+    two blocks share (clip_len - stride) stay a small part of what is moved."""
+    return max(MIN_BLOCK_CLIP_LENGTHS * clip_len, block_bytes // max(1, frame_bytes))
+
+
+def block_starts(
+    lengths: list[int], clip_len: int, stride: int, block_frames: int, multiple_of: int = 1
+) -> list[list[range]]:
+    """The clip starts of each block of each video (a video of `lengths[i]` frames gets `result[i]`).
+
+    A video's clips are split evenly into as few blocks of at most `block_frames` frames as hold them; then the
+    videos with the fullest blocks get one more until the number of blocks is a multiple of `multiple_of` (the Ray
+    Train workers: an equal split of the blocks then drops none), where clips allow.
+    """
+    per_block = max(1, (block_frames - clip_len) // stride + 1)
+    starts = [clip_starts(n, clip_len, stride) for n in lengths]
+    counts = [math.ceil(len(s) / per_block) for s in starts]
+    while sum(counts) % multiple_of:
+        splittable = [i for i, s in enumerate(starts) if len(s) > counts[i]]
+        if not splittable:
+            break
+        fullest = max(splittable, key=lambda i: len(starts[i]) / counts[i])
+        counts[fullest] += 1
+    return [_split_evenly(s, count) for s, count in zip(starts, counts, strict=True)]
+
+
+def block_units(
+    shards_dir: str | Path,
+    clip_len: int = 16,
+    stride: int = 1,
+    split: str | None = None,
+    video_ids: Iterable[str] | None = None,
+    block_frames: int | None = None,
+    multiple_of: int = 1,
+) -> list[dict]:
+    """What each read task of `frame_block_dataset` reads: shard, video_id, split, and frames [first, stop)."""
+    shards_dir = Path(shards_dir).resolve()
+    entries = Manifest.read(shards_dir).select(split, video_ids)
+    if block_frames is None:
+        block_frames = frames_per_block(max((_frame_bytes(e) for e in entries), default=1), clip_len)
+    plan = block_starts([e.num_frames for e in entries], clip_len, stride, block_frames, multiple_of)
+    return [
+        {"shard": str(shards_dir / entry.shard), "video_id": entry.video_id, "split": entry.split,
+         "first": starts.start, "stop": starts[-1] + clip_len}
+        for entry, blocks in zip(entries, plan, strict=True)
+        for starts in blocks
+    ]
+
+
+def frame_block_dataset(
     shards_dir: str | Path,
     clip_len: int = 16,
     stride: int = 1,
     split: str | None = None,
     video_ids: Iterable[str] | None = None,
     *,
+    block_frames: int | None = None,
+    multiple_of: int = 1,
     num_cpus: float = 0.5,
 ) -> ray.data.Dataset:
-    """The clips of `iter_clips` as a streaming Ray Dataset (rows as in the module docstring).
+    """The clips of `iter_clips` as a streaming Ray Dataset of frame blocks (rows as in the module docstring).
 
-    Each Ray task reads one stretch of one video (only the row groups it needs) and cuts its clips, so nothing
-    materialises the corpus. `num_cpus` per task is fractional so that cutting can run beside training workers.
-    Starts Ray (`pipelines.common.ray_runtime.init_ray`) if it is not running.
+    Blocks hold `block_frames` frames at most (default: `frames_per_block`) and come in manifest and frame order;
+    `multiple_of` is passed to `block_starts`. Each Ray task reads one block (only the row groups it needs), so
+    nothing materialises the corpus; `num_cpus` per task is fractional so that reading can run beside training
+    workers. Starts Ray (`pipelines.common.ray_runtime.init_ray`) if it is not running.
     """
     import ray
 
     from pipelines.common.ray_runtime import init_ray
 
-    shards_dir = Path(shards_dir).resolve()
-    units = []
-    for entry in Manifest.read(shards_dir).select(split, video_ids):
-        starts = clip_starts(entry.num_frames, clip_len, stride)
-        per_task = max(1, CLIP_TASK_BYTES // _clip_bytes(entry, clip_len))
-        for i in range(0, len(starts), per_task):
-            part = starts[i : i + per_task]
-            units.append(
-                {
-                    "shard": str(shards_dir / entry.shard),
-                    "video_id": entry.video_id,
-                    "split": entry.split,
-                    "first": part.start,
-                    "stop": part.stop,
-                    "batch": max(1, CLIP_BATCH_BYTES // _clip_bytes(entry, clip_len)),
-                }
-            )
+    units = block_units(shards_dir, clip_len, stride, split, video_ids, block_frames, multiple_of)
     if not units:
         raise ValueError(f"{shards_dir}: no clips of {clip_len} frames in the selected videos (split={split})")
     init_ray()
     items = ray.data.from_items(units, override_num_blocks=len(units))
-    return items.map_batches(
-        _cut_unit, fn_kwargs={"clip_len": clip_len, "stride": stride}, batch_size=1, num_cpus=num_cpus
-    )
+    return items.map_batches(read_block, batch_size=1, num_cpus=num_cpus)
 
 
-def _cut_unit(unit: dict, clip_len: int, stride: int) -> Iterator[dict]:
-    """Ray task body: the clips of one stretch of one video, in batches of about CLIP_BATCH_BYTES."""
-    video_id, split = str(unit["video_id"][0]), str(unit["split"][0])
-    starts = range(int(unit["first"][0]), int(unit["stop"][0]), stride)
-    batch_size = int(unit["batch"][0])
-    batch: list[dict] = []
-    for clip in _cut(Path(str(unit["shard"][0])), video_id, split, clip_len, starts):
-        batch.append(clip)
-        if len(batch) == batch_size:
-            yield _stack(batch)
-            batch = []
-    if batch:
-        yield _stack(batch)
-
-
-def _stack(clips: list[dict]) -> dict:
+def read_block(unit: dict) -> dict:
+    """Ray task body: frames [first, stop) of one shard as a one-row batch (a unit of `block_units`, each value in a
+    one-element array)."""
+    first, stop = int(unit["first"][0]), int(unit["stop"][0])
+    pieces = list(iter_shard(Path(str(unit["shard"][0])), first, stop))
+    frames = np.concatenate([p[1] for p in pieces])
+    if len(frames) != stop - first:
+        raise ValueError(f"{unit['shard'][0]}: frames {first}..{stop} asked for, {len(frames)} stored")
     return {
-        "video_id": np.array([c["video_id"] for c in clips]),
-        "split": np.array([c["split"] for c in clips]),
-        "start": np.array([c["start"] for c in clips], dtype=np.int64),
-        "clip": np.stack([c["clip"] for c in clips]),
-        "labels": np.stack([c["labels"] for c in clips]),
+        "video_id": unit["video_id"],
+        "split": unit["split"],
+        "start": np.array([first], dtype=np.int64),
+        "frames": frames[None],
+        "labels": np.concatenate([p[2] for p in pieces])[None],
     }
+
+
+def _split_evenly(starts: range, parts: int) -> list[range]:
+    return [starts[i * len(starts) // parts : (i + 1) * len(starts) // parts] for i in range(parts)]
 
 
 def _cut(shard: Path, video_id: str, split: str, clip_len: int, starts: range) -> Iterator[dict]:
@@ -166,12 +216,13 @@ def _cut(shard: Path, video_id: str, split: str, clip_len: int, starts: range) -
             start = next(pending, None)
         if start is None:
             return
-        keep = max(0, start - offset)  # frames before the next start are no longer needed
+        # Frames before the next start are no longer needed; with stride > clip_len it may lie beyond those read.
+        keep = min(len(frames), max(0, start - offset))
         frames, labels, offset = frames[keep:], labels[keep:], offset + keep
 
 
-def _clip_bytes(entry: ManifestEntry, clip_len: int) -> int:
-    return clip_len * int(np.prod(entry.frame_shape))
+def _frame_bytes(entry: ManifestEntry) -> int:
+    return int(np.prod(entry.frame_shape))
 
 
 def _shard_path(shards_dir: str | Path, video_id: str, split: str | None) -> Path:

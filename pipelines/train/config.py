@@ -51,6 +51,9 @@ class TrainConfig:
     cpus_per_worker: float | None = option(None, "CPUs per worker (default: leave one CPU for Ray Data)")
     torch_threads: int | None = option(None, "torch threads per worker (default: from the worker's CPUs)")
     bf16: bool = option(True, "bf16 autocast on GPU workers")
+    channels_last: bool = option(False, "channels_last_3d memory format for the model and batches on GPU workers "
+                                 "(cuDNN's NDHWC 3D convolutions; unmeasured on MemAE, whose first layer has one "
+                                 "channel, so off until a GPU benchmark says otherwise; no effect on CPU)")
     val_every: int = option(1, "validate every N epochs (with --val-shards or --holdout-fraction)")
     holdout_fraction: float = option(0.25, "without --val-shards: fraction of training videos held out (at least one "
                                      "when there are two or more): they choose the epoch (--select-by) and calibrate "

@@ -4,8 +4,9 @@
     from pipelines.train.config import TrainConfig
     result = train(TrainConfig(shards="data/shards", epochs=5, register="memae-demo", alias="champion"))
 
-Each worker reads its own shard of the clip dataset. Rank 0 validates, writes the checkpoint and logs metrics to the
-MLflow run that the driver opened; the driver then draws the curves and registers the chosen checkpoint.
+Ray Data moves blocks of consecutive frames (`frame_block_dataset`); each worker gets its own share of the blocks and
+cuts, shuffles and batches their clips (pipelines/train/batches.py). Rank 0 validates, writes the checkpoint and logs
+metrics to the MLflow run that the driver opened; the driver then draws the curves and registers the chosen checkpoint.
 """
 
 from __future__ import annotations
@@ -31,13 +32,19 @@ from pipelines.common.naming import new_run_name
 from pipelines.common.ray_runtime import init_ray
 from pipelines.common.resources import cpu_share, torch_threads, wants_gpu
 from pipelines.common.tracking import configure_mlflow
-from pipelines.ingest.clips import clip_dataset, iter_clips
+from pipelines.ingest.clips import frame_block_dataset, iter_clips
 from pipelines.ingest.corpus import Corpus
 from pipelines.registry.pyfunc import register_checkpoint
 from pipelines.train.config import TrainConfig
 from pipelines.train.plots import training_curves
 from pipelines.train.progress import EpochLines
-from pipelines.train.worker import CHECKPOINT_FILE, HELD_OUT_OBJECTIVES, WorkerPlan, train_loop_per_worker
+from pipelines.train.worker import (
+    CHECKPOINT_FILE,
+    HELD_OUT_OBJECTIVES,
+    WorkerPlan,
+    train_loop_per_worker,
+    validation_cut,
+)
 
 
 @dataclass
@@ -171,23 +178,23 @@ def train(config: TrainConfig, callbacks: list[UserCallback] | None = None,
     configure_ray_data()
     tracking_uri = configure_mlflow(config.tracking_uri, config.experiment)
     use_gpu, resources, threads = worker_resources(config)
-    datasets = {
-        "train": clip_dataset(corpus.path, preset.clip_len, config.clip_stride, split="train").select_columns(["clip"])
-    }
     train_ids = [v.video_id for v in corpus.videos("train")]
     objective = training_objective(config, len(train_ids))
+    # Ray moves blocks of frames; workers cut the clips. Ray Train splits the training blocks equally between the
+    # workers, so their count is made a multiple of the workers' and none is dropped.
+    datasets = {"train": frame_block_dataset(corpus.path, preset.clip_len, config.clip_stride, split="train",
+                                             video_ids=kept, multiple_of=max(1, config.num_workers))
+                .select_columns(["frames"])}
+    val_length, val_stride = validation_cut(objective, preset.clip_len)
     val_num_frames, val_labels = {}, {}
     if config.val_shards:
-        datasets["val"] = clip_dataset(val.path, preset.clip_len, 1, split="test").select_columns(
-            ["video_id", "start", "clip"]
+        datasets["val"] = frame_block_dataset(val.path, val_length, val_stride, split="test").select_columns(
+            ["video_id", "start", "frames"]
         )
         val_num_frames, val_labels = val.labelled_videos("test")
     elif held:
-        train_clips = clip_dataset(corpus.path, preset.clip_len, config.clip_stride, split="train", video_ids=kept)
-        datasets["train"] = train_clips.select_columns(["clip"])
-        # Windows of two clips: the first clip is the normal one, the whole window makes its sped-up copy.
-        datasets["val"] = clip_dataset(corpus.path, 2 * preset.clip_len, preset.clip_len, split="train",
-                                       video_ids=held).select_columns(["clip"])
+        datasets["val"] = frame_block_dataset(corpus.path, val_length, val_stride, split="train", video_ids=held
+                                              ).select_columns(["video_id", "start", "frames"])
         echo(f"holding out {len(held)} of {len(train_ids)} training videos to choose the epoch ({objective}) and "
              f"calibrate the alarm: {', '.join(held)}")
     elif config.holdout_fraction > 0:

@@ -18,7 +18,6 @@ import numpy as np
 import ray.train
 import ray.train.torch
 import torch
-import torch.distributed as dist
 
 from memae.checkpoint import load_checkpoint, save_checkpoint, unwrap
 from memae.evaluation import VideoScorer, model_clip_errors, video_metrics
@@ -26,12 +25,15 @@ from memae.memory import set_shrink_threshold
 from memae.memory_init import init_memory_from_features
 from memae.presets import ModelSpec
 from memae.pseudo_anomalies import pseudo_anomaly_auc, pseudo_anomaly_pairs
-from memae.training import linear_warmup, train_one_epoch
+from memae.training import linear_warmup, memory_format_for, train_one_epoch
 from memae.transforms import clips_to_tensor
-from pipelines.ingest.clips import iter_clips
+from pipelines.ingest.clips import clips_from_block, iter_clips
+from pipelines.train.batches import Lockstep, batched, block_clips, shuffled
 from pipelines.train.config import TrainConfig
 
 CHECKPOINT_FILE = "checkpoint.pt"
+HELD_OUT_OBJECTIVES = ("pseudo_auc", "holdout_error")
+LABELLED_OBJECTIVES = ("val_auc_micro", "oracle_val_auc_micro")
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,12 @@ class WorkerPlan:
     val_labels: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+def validation_cut(objective: str, clip_len: int) -> tuple[int, int]:
+    """(length, stride) of what validation cuts from its blocks: every clip of the labelled videos (frame scores
+    need them all), or, from held-out videos, windows of two clips one clip apart (the first clip is the normal one,
+    the whole window makes its sped-up copy)."""
+    return (2 * clip_len, clip_len) if objective in HELD_OUT_OBJECTIVES else (clip_len, 1)
+
 
 def _first_batches(plan: WorkerPlan, device: torch.device) -> Iterator[torch.Tensor]:
     """Batches of non-overlapping clips of the videos trained on, read from the shards in order (not through the
@@ -67,17 +75,22 @@ def _first_batches(plan: WorkerPlan, device: torch.device) -> Iterator[torch.Ten
         yield clips_to_tensor(np.stack([row["clip"] for row in batch])).to(device)
 
 
-def _stop_everywhere(local_stop: bool) -> bool:
-    """True on every worker as soon as one wants to stop, so no DDP rank waits for a step the others skip."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return local_stop
-    flag = torch.tensor([1.0 if local_stop else 0.0])
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
+def _training_batches(shard: ray.data.DataIterator, plan: WorkerPlan, rng: np.random.Generator
+                      ) -> Iterator[torch.Tensor]:
+    """This rank's clips of one epoch, cut from whole Ray blocks of frame blocks, shuffled and batched."""
+    config = plan.config
+    blocks = shard.iter_batches(batch_size=None, batch_format="numpy")
+    clips = shuffled(block_clips(blocks, plan.clip_len, config.clip_stride), plan.shuffle_buffer, rng)
+    return (clips_to_tensor(batch) for batch in batched(clips, config.resolved_batch_size))
 
 
-HELD_OUT_OBJECTIVES = ("pseudo_auc", "holdout_error")
-LABELLED_OBJECTIVES = ("val_auc_micro", "oracle_val_auc_micro")
+def _validation_clips(plan: WorkerPlan) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(video id, starts, clips) of each block of the "val" dataset, cut as `validation_cut` says."""
+    length, stride = validation_cut(plan.objective, plan.clip_len)
+    for batch in ray.train.get_dataset_shard("val").iter_batches(batch_size=None, batch_format="numpy"):
+        for video_id, start, frames in zip(batch["video_id"], batch["start"], batch["frames"], strict=True):
+            clips = clips_from_block(frames, length, stride)
+            yield str(video_id), int(start) + stride * np.arange(len(clips)), clips
 
 
 def _validate(model: torch.nn.Module, plan: WorkerPlan, device: torch.device) -> dict[str, float]:
@@ -86,14 +99,15 @@ def _validate(model: torch.nn.Module, plan: WorkerPlan, device: torch.device) ->
     config = plan.config
     model = unwrap(model)
     model.eval()
-    rows = ray.train.get_dataset_shard("val").iter_batches(batch_size=config.resolved_batch_size * 2,
-                                                           batch_format="numpy")
+    blocks = _validation_clips(plan)
     if plan.objective in HELD_OUT_OBJECTIVES:
-        return _held_out_metrics(model, np.concatenate([batch["clip"] for batch in rows]), plan, device)
+        return _held_out_metrics(model, np.concatenate([clips for _, _, clips in blocks]), plan, device)
     scorer = VideoScorer(clip_len=plan.clip_len, frame_rule=config.frame_rule)
-    for batch in rows:
-        batch_errors = model_clip_errors(model, clips_to_tensor(batch["clip"]).to(device), config.error_rule)
-        scorer.add(batch["video_id"], batch["start"], batch_errors)
+    size = config.resolved_batch_size * 2
+    for video_id, starts, clips in blocks:
+        for i in range(0, len(clips), size):
+            batch_errors = model_clip_errors(model, clips_to_tensor(clips[i:i + size]).to(device), config.error_rule)
+            scorer.add([video_id] * len(batch_errors), starts[i:i + size], batch_errors)
     metrics = video_metrics(scorer.frame_errors(plan.val_num_frames), plan.val_labels)
     prefix = "oracle_" if plan.objective.startswith("oracle_") else ""
     return {f"{prefix}val_auc_micro": metrics.auc_micro, f"{prefix}val_auc_macro": metrics.auc_macro,
@@ -178,32 +192,28 @@ def train_loop_per_worker(loop_config: dict[str, WorkerPlan]) -> list[dict[str, 
         optimizer.load_state_dict(data["optimizer"])
         start_epoch, steps_done = data["epoch"], data["extra"]["steps"]
         history, best = data["extra"]["history"], data["extra"]["best"]
-    model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # clip shapes are fixed: cuDNN times its kernels once, keeps the best
+    model = ray.train.torch.prepare_model(model.to(memory_format=memory_format_for(device, config.channels_last)))
     train_shard = ray.train.get_dataset_shard("train")
     if config.memory_init == "kmeans" and checkpoint is None and unwrap(model).uses_memory:
         init_memory_from_features(model, _first_batches(plan, device), seed=config.seed)
 
     for epoch in range(start_epoch, config.epochs):
 
-        def should_stop(steps_in_epoch: int, done_before: int = steps_done) -> bool:
+        def budget_spent(steps_in_epoch: int, done_before: int = steps_done) -> bool:
             out_of_steps = config.max_steps is not None and done_before + steps_in_epoch >= config.max_steps
             out_of_time = plan.deadline is not None and time.time() >= plan.deadline
-            return _stop_everywhere(out_of_steps or out_of_time)
+            return out_of_steps or out_of_time
 
-        batches = (
-            clips_to_tensor(batch["clip"])
-            for batch in train_shard.iter_torch_batches(
-                batch_size=config.resolved_batch_size,
-                local_shuffle_buffer_size=plan.shuffle_buffer,
-                local_shuffle_seed=config.seed * 1000 + epoch,
-            )
-        )
+        rng = np.random.default_rng((config.seed, epoch, rank))
+        steps = Lockstep(_training_batches(train_shard, plan, rng), budget_spent)
         if config.warmup_epochs:
             set_shrink_threshold(model, linear_warmup(spec.shrink_thres, epoch, config.warmup_epochs))
         result = train_one_epoch(
-            model, optimizer, batches, alpha=linear_warmup(config.effective_alpha, epoch, config.warmup_epochs),
-            device=device, bf16=config.bf16, should_stop=should_stop,
+            model, optimizer, steps, alpha=linear_warmup(config.effective_alpha, epoch, config.warmup_epochs),
+            device=device, bf16=config.bf16, should_stop=steps.should_stop, channels_last=config.channels_last,
         )
         steps_done += result.steps
         metrics = {"epoch": epoch + 1, "steps": steps_done, **result.metrics()}

@@ -6,7 +6,18 @@ import numpy as np
 import pytest
 
 from memae.datasets import Preprocess
-from pipelines.ingest.clips import clip_dataset, clip_starts, iter_clips, read_video_frames, read_video_labels
+from pipelines.ingest.clips import (
+    block_starts,
+    block_units,
+    clip_starts,
+    clips_from_block,
+    frame_block_dataset,
+    frames_per_block,
+    iter_clips,
+    read_block,
+    read_video_frames,
+    read_video_labels,
+)
 from pipelines.ingest.manifest import FramePreprocessing, Manifest, ManifestEntry
 from pipelines.ingest.shards import ShardWriter
 
@@ -99,27 +110,99 @@ def test_half_written_shards_are_never_visible(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def write_videos(root, lengths, frame_shape=(4, 6, 1), group=5):
+    """Shards of videos of the given lengths (row groups of `group` frames), each frame's pixels all different."""
+    entries = []
+    for i, n in enumerate(lengths):
+        frames = np.random.default_rng(i).integers(0, 256, (n, *frame_shape), dtype=np.uint8)
+        labels = (np.arange(n) % 4 == 0).astype(np.int8)
+        shard = f"shards/test/v{i}.parquet"
+        with ShardWriter(root / shard, frame_shape, {}, "binary") as writer:
+            for start in range(0, n, group):
+                writer.write(frames[start : start + group], labels[start : start + group])
+        entries.append(ManifestEntry(f"v{i}", "test", "done", f"v{i}.avi", n, None, (), frame_shape, shard, "binary",
+                                     1, True, ()))
+    stored = FramePreprocessing.of(Preprocess(frame_shape[:2], "gray"))
+    Manifest("frames", "frames", "given", "/archive", ["test"], stored, {}, 7, {}, entries).write(root)
+
+
+def clips_of_blocks(units, clip_len, stride):
+    """(video_id, start, clip bytes, label bytes) of every clip cut from the blocks the read tasks return."""
+    for unit in units:
+        row = read_block({key: np.array([value]) for key, value in unit.items()})
+        frames, labels = row["frames"][0], row["labels"][0]
+        for i, clip in enumerate(clips_from_block(frames, clip_len, stride)):
+            start = int(row["start"][0]) + i * stride
+            offset = start - int(row["start"][0])
+            yield str(row["video_id"][0]), start, clip.tobytes(), labels[offset : offset + clip_len].tobytes()
+
+
+LENGTHS = [3, 16, 17, 40, 61, 200]  # shorter than a clip, exactly one, one frame more, several blocks
+
+
+@pytest.mark.parametrize("clip_len, stride", [(16, 1), (16, 4), (8, 3), (4, 9)])
+@pytest.mark.parametrize("block_frames, multiple_of", [(None, 1), (20, 1), (33, 2), (16, 3)])
+def test_cutting_every_block_gives_exactly_the_clips_of_iter_clips(tmp_path, clip_len, stride, block_frames,
+                                                                   multiple_of):
+    write_videos(tmp_path, LENGTHS)
+    units = block_units(tmp_path, clip_len, stride, block_frames=block_frames, multiple_of=multiple_of)
+    from_blocks = list(clips_of_blocks(units, clip_len, stride))
+    expected = [(c["video_id"], c["start"], c["clip"].tobytes(), c["labels"].tobytes())
+                for c in iter_clips(tmp_path, clip_len, stride)]
+    assert from_blocks == expected  # the same clips, each once, even in the same order
+    assert all(unit["stop"] - unit["first"] <= max(block_frames or 10**9, clip_len) for unit in units)
+    if block_frames == 20 and clip_len < 20:
+        assert len(units) > len(LENGTHS)  # the long videos were cut into several blocks
+
+
+def test_block_counts_become_a_multiple_of_the_workers_where_clips_allow():
+    for workers in (2, 3, 4):
+        plan = block_starts([120, 150, 90], 16, 1, 10**6, multiple_of=workers)
+        assert sum(map(len, plan)) % workers == 0
+        starts = [[s for block in blocks for s in block] for blocks in plan]
+        assert starts == [list(range(n - 15)) for n in (120, 150, 90)]
+    one_clip_each = block_starts([16, 16, 16], 16, 1, 10**6, multiple_of=2)
+    assert sum(map(len, one_clip_each)) == 3  # a clip is never split: the equal split then drops one block
+
+
+def test_blocks_move_each_frame_about_once_where_clip_rows_moved_it_clip_len_times(tmp_path):
+    """Object-store bytes of the read tasks per stored frame: within 1.3x of the frames' own bytes at stride 1."""
+    write_videos(tmp_path, [120, 180, 150], frame_shape=(64, 64, 1), group=32)
+    frame_bytes = 64 * 64
+    stored = (120 + 180 + 150) * frame_bytes
+    moved = sum(sum(value.nbytes for value in read_block({k: np.array([v]) for k, v in unit.items()}).values())
+                for unit in block_units(tmp_path, 16, 1))
+    assert moved < 1.3 * stored
+    clip_rows = sum(1 for _ in iter_clips(tmp_path, 16, 1)) * 16 * frame_bytes  # what clip rows carried
+    assert clip_rows > 14 * stored
+    # Bytes-limited blocks of larger frames: the overlap of 15 frames stays under the bound for long videos too.
+    for shape in [(256, 256, 1), (256, 256, 3), (360, 640, 3)]:
+        block = frames_per_block(int(np.prod(shape)), 16)
+        for n in (120, 1000, 5000):
+            blocks = block_starts([n], 16, 1, block)[0]
+            assert sum(b[-1] + 16 - b.start for b in blocks) < 1.3 * n
+
+
 @pytest.mark.parametrize("clip_len, stride", [(16, 1), (8, 3)])
-def test_clip_dataset_streams_the_same_clips_as_iter_clips(ingested_avenue, clip_len, stride, monkeypatch):
-    import pipelines.ingest.clips
-
-    monkeypatch.setattr(pipelines.ingest.clips, "CLIP_TASK_BYTES", 3 * clip_len * TINY.height * TINY.width * 3)
+def test_frame_block_dataset_streams_the_blocks_of_the_read_tasks(ingested_avenue, clip_len, stride):
     shards = ingested_avenue.out
-    ds = clip_dataset(shards, clip_len, stride, split="test")
-    rows = {(r["video_id"], r["split"], r["start"]): r for r in ds.iter_rows()}
-    local = {(c["video_id"], c["split"], c["start"]): c for c in iter_clips(shards, clip_len, stride, split="test")}
-    assert rows.keys() == local.keys() and len(rows) == 2 * len(range(0, TINY.frames - clip_len + 1, stride))
-    for key, clip in local.items():
-        assert rows[key]["clip"].shape == (clip_len, TINY.height, TINY.width, 3)
-        assert np.array_equal(rows[key]["clip"], clip["clip"])
-        assert np.array_equal(rows[key]["labels"], clip["labels"])
-    batch = next(iter(ds.iter_batches(batch_size=4, batch_format="numpy")))
-    assert batch["clip"].shape == (4, clip_len, TINY.height, TINY.width, 3) and batch["clip"].dtype == np.uint8
+    ds = frame_block_dataset(shards, clip_len, stride, split="test", block_frames=clip_len + 3, multiple_of=2)
+    rows = list(ds.iter_rows())
+    assert len(rows) == len(block_units(shards, clip_len, stride, "test", block_frames=clip_len + 3, multiple_of=2))
+    assert len(rows) % 2 == 0
+    clips = {}
+    for row in rows:
+        assert row["frames"].shape[1:] == (TINY.height, TINY.width, 3) and row["frames"].dtype == np.uint8
+        for i, clip in enumerate(clips_from_block(row["frames"], clip_len, stride)):
+            clips[(row["video_id"], row["split"], row["start"] + i * stride)] = clip
+    local = {(c["video_id"], c["split"], c["start"]): c["clip"] for c in iter_clips(shards, clip_len, stride, "test")}
+    assert clips.keys() == local.keys() and len(local) == 2 * len(range(0, TINY.frames - clip_len + 1, stride))
+    assert all(np.array_equal(clips[key], clip) for key, clip in local.items())
 
 
-def test_clip_dataset_refuses_a_selection_without_clips(ingested_avenue):
+def test_frame_block_dataset_refuses_a_selection_without_clips(ingested_avenue):
     with pytest.raises(ValueError, match="no clips of 99 frames"):
-        clip_dataset(ingested_avenue.out, 99)
+        frame_block_dataset(ingested_avenue.out, 99)
 
 
 def test_reading_clips_and_the_library_do_not_import_ray():

@@ -87,6 +87,15 @@ def test_two_worker_ddp_trains_validates_and_registers(base, tmp_path, tiny_trai
     assert "plots/training_curves.png" in artifacts
 
 
+def test_use_gpu_on_a_cluster_without_one_fails_at_once_naming_the_flag(base, ray_session):
+    if ray_session.cluster_resources().get("GPU", 0) >= 1:
+        pytest.skip("the cluster has a GPU")
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="--use-gpu was given but the Ray cluster has no GPU"):
+        train(TrainConfig(**{**base.__dict__, "use_gpu": True}))
+    assert time.monotonic() - started < 60  # not Ray Train waiting for a GPU that never comes
+
+
 def test_resume_continues_the_epoch_count_and_matches_an_uninterrupted_run(base, tmp_path):
     straight = train(TrainConfig(**{**base.__dict__, "name": "straight"}))
     train(TrainConfig(**{**base.__dict__, "name": "split", "epochs": 1}))

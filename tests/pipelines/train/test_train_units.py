@@ -5,7 +5,7 @@ import pytest
 
 from pipelines.train.config import TrainConfig
 from pipelines.train.run import split_holdout, training_objective
-from pipelines.train.worker import checkpoint_score, epoch_line
+from pipelines.train.worker import checkpoint_score, epoch_line, validation_cut
 
 
 def test_holdout_split_is_deterministic_disjoint_and_never_empty():
@@ -60,3 +60,8 @@ def test_epoch_line_shows_loss_memory_and_validation():
     oracle = epoch_line({"epoch": 1, "train_loss": 0.01, "train_clips_per_s": 1.0, "oracle_val_auc_micro": 0.9,
                          "oracle_val_auc_macro": 0.8, "pseudo_auc": 0.75}, epochs=2)
     assert "ORACLE val AUC (test labels) 0.900" in oracle and "pseudo-anomaly AUC 0.750" in oracle
+
+
+def test_validation_cuts_every_labelled_clip_and_held_out_windows_one_clip_apart():
+    assert validation_cut("val_auc_micro", 16) == validation_cut("oracle_val_auc_micro", 16) == (16, 1)
+    assert validation_cut("holdout_error", 16) == validation_cut("pseudo_auc", 16) == (32, 16)
