@@ -19,6 +19,7 @@ measure the model and the recipe, not the pipeline.
 
     python benchmarks/bench_quality.py                       # 2 seeds x 4 models x 2 recipes, about 40 min
     python benchmarks/bench_quality.py --seeds 0 --models memae --recipes new --steps 300
+    python benchmarks/bench_quality.py --models memae ae motion --recipes new --test-videos 16
 """
 
 from __future__ import annotations
@@ -188,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=600, help="optimizer steps per model (the CPU budget)")
     parser.add_argument("--preset", default="cpu-small")
     parser.add_argument("--train-videos", type=int, default=8)
+    parser.add_argument("--test-videos", type=int, default=4,
+                        help="test videos (the demo's 4 make archive-wide figures hostage to one busy video)")
     parser.add_argument("--holdout-fraction", type=float, default=0.25,
                         help="training videos kept out for selection and calibration (the training job's default)")
     parser.add_argument("--threads", type=int, default=2)
@@ -198,7 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as tmp:
-            write_corpus("ucsd-ped2", tmp, SynthConfig(seed=seed, train_videos=args.train_videos))
+            write_corpus("ucsd-ped2", tmp, SynthConfig(seed=seed, train_videos=args.train_videos,
+                                                           test_videos=args.test_videos))
             train_all = load_split(Path(tmp), "train", preset.frame_size)
             test = load_split(Path(tmp), "test", preset.frame_size)
         held_ids, _ = split_holdout([v.video_id for v in train_all], args.holdout_fraction, seed)  # as the job does
