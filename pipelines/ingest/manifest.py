@@ -46,8 +46,11 @@ from memae.files import safe_name, write_json_atomic
 FORMAT = "memae-frames/1"
 MANIFEST_FILE = "manifest.json"
 STATUSES = ("pending", "done", "failed")
-RESIZE = "decord while decoding (video files), Pillow bilinear (images)"
-GRAY = "ITU-R 601 luma, Pillow's integer weights"
+# Each shard's footer names the decoder that made it ("decoder"); these say what each one does.
+RESIZE = ("decord: FFmpeg's swscale while decoding; opencv, torchcodec: memae.datasets.decoders.shrink (box-filter "
+          "halving, then bilinear); frame images: Pillow bilinear")
+GRAY = ("ITU-R 601 luma: decord, torchcodec and images by Pillow's integer weights; opencv the video's own luma plane "
+        "mapped to full range")
 
 
 class ManifestError(ValueError):
