@@ -24,11 +24,34 @@ REPORT_FILE = "score_report.json"
 METRIC_NAMES = ("auc_micro", "auc_macro", "eer", "average_precision")
 
 
+def alarm_share(summaries: list[dict], limit: Threshold) -> dict[str, float] | None:
+    """How much of the folder's scored footage lies inside alarms, beside what the threshold promises on normal video;
+    None without a calibrated threshold. The one check of the calibration an unlabelled archive allows: on footage
+    that is mostly normal, a share far above the nominal rate says it differs from the calibration videos."""
+    if not limit.calibration:
+        return None
+    scored = [s for s in summaries if s.get("scored")]
+    frames = sum(s["num_frames"] or 0 for s in scored)
+    flagged = sum(s["frames_flagged"] for s in scored)
+    return {"frames_flagged": flagged, "frames_scored": frames, "share": flagged / frames if frames else float("nan"),
+            "nominal_false_alarm_rate": 1.0 - limit.level, "videos_with_alarms": sum(s["frames_flagged"] > 0
+                                                                                      for s in scored)}
+
+
+def alarm_share_line(share: dict[str, float]) -> str:
+    """The console's sentence for `alarm_share`."""
+    return (f"alarms: {100 * share['share']:.1f}% of the {share['frames_scored']:,} frames scored, in "
+            f"{share['videos_with_alarms']} videos; on normal footage like the calibration videos the threshold flags "
+            f"about {100 * share['nominal_false_alarm_rate']:.1f}%, so far more than that on a mostly normal archive "
+            "means this footage differs from them (recalibrate on normal video of these cameras)")
+
+
 def score_report(config: ScoreConfig, source: ModelSource, listing: Listing, skipped: int, videos: ScoredVideos,
-                 failed: list[VideoOutcome], elapsed: float, outputs: Outputs, changed: list[str] | None = None,
-                 deferred: list[VideoOutcome] | None = None) -> dict[str, Any]:
+                 failed: list[VideoOutcome], elapsed: float, outputs: Outputs, limit: Threshold,
+                 changed: list[str] | None = None, deferred: list[VideoOutcome] | None = None) -> dict[str, Any]:
     """The content of score_report.json; `failed` holds the listing's problems as well as the videos that failed,
-    `changed` the videos rescored because their source changed, `deferred` those left for the next run."""
+    `changed` the videos rescored because their source changed, `deferred` those left for the next run; `alarms`
+    is `alarm_share` over every video the folder holds for this model."""
     done = set(videos.scored)
     frames = sum(s["num_frames"] or 0 for s in outputs.summaries if s["key"] in done)
     return {
@@ -51,6 +74,7 @@ def score_report(config: ScoreConfig, source: ModelSource, listing: Listing, ski
         "clips_per_s": round(videos.clips / elapsed, 2) if elapsed > 0 else None,
         "frames_per_s": round(frames / elapsed, 2) if elapsed > 0 else None,
         "metrics": outputs.metrics_note,
+        "alarms": alarm_share(outputs.summaries, limit),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -42,7 +42,7 @@ from pipelines.score.ledger import Ledger, LedgerEntry, LedgerSection, Stamp, en
 from pipelines.score.outputs import Outputs, rebuild_outputs, write_video_scores
 from pipelines.score.paths import UnsafePath, video_path
 from pipelines.score.plots import plot_outputs
-from pipelines.score.report import REPORT_FILE, log_run, mlflow_run, score_report
+from pipelines.score.report import REPORT_FILE, alarm_share_line, log_run, mlflow_run, score_report
 from pipelines.score.review import log_review, write_review
 from pipelines.score.threshold import Threshold, choose_threshold
 from pipelines.score.worst import worst_images
@@ -126,8 +126,9 @@ def _score(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStack)
         plots = plot_outputs(out, outputs, plan.limit, worst_images(outputs, listing, source, settings, config, echo))
         elapsed = time.perf_counter() - started
         failed = listing.problems + plan.problems + videos.failed
-        report = score_report(config, source, listing, plan.skipped, videos, failed, elapsed, outputs, plan.changed,
-                              plan.deferred) | {"found_on_disk": plan.found_on_disk, "redone": plan.redone}
+        report = score_report(config, source, listing, plan.skipped, videos, failed, elapsed, outputs, plan.limit,
+                              plan.changed, plan.deferred) | {"found_on_disk": plan.found_on_disk,
+                                                              "redone": plan.redone}
         write_json_atomic(out / REPORT_FILE, report)
         page = write_review(out, config, source, listing, settings, plan.limit, plan.section, outputs, report, echo)
         if active is not None:
@@ -146,6 +147,8 @@ def _score(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStack)
              f"frames caught, precision {alarm['flag_precision']:.3f}")
     else:
         echo(outputs.metrics_note)
+        if report["alarms"] is not None:
+            echo(alarm_share_line(report["alarms"]))
     for item in plan.deferred:
         echo(f"deferred {item.key}: {item.file}: {item.reason}")
     echo(f"{'ok' if not failed else 'FAILED'}: {len(videos.scored)} scored, {plan.skipped} skipped (already scored), "

@@ -167,6 +167,8 @@ def test_scores_peak_on_the_planted_frames_and_auc_matches_sklearn(registry_run,
     normal = frames.label == 0
     assert alarm["false_alarm_rate"] == pytest.approx(frames.flagged[normal].mean())  # measured on the normal frames
     assert alarm["flag_recall"] == pytest.approx(frames.flagged[~normal].mean())
+    share = json.loads((out / "score_report.json").read_text())["alarms"]  # what an unlabelled archive gets
+    assert share["share"] == pytest.approx(frames.flagged.mean()) and share["frames_scored"] == len(frames)
     maps = np.load(next((out / "scored").rglob("01.maps.npy")))
     assert maps.shape == (FRAMES, CLIP.height, CLIP.width) and np.isfinite(maps[4 : FRAMES - 3]).all()
     assert {p.name for p in (out / "plots").iterdir()} == {"score_curves.png", "roc.png", "worst_frames.png"}

@@ -179,6 +179,7 @@ def test_a_changed_file_is_rescored_and_a_file_still_being_written_is_deferred(m
     report = json.loads((out / "score_report.json").read_text())
     assert report["scored"] == 1 and report["rescored_changed"] == ["train/a.mp4"]
     assert report["skipped_already_scored"] == 1 and report["failed"] == []
+    assert report["alarms"] is None, "no calibration (no normal videos, none in the model): no rate was promised"
     ((deferred),) = report["deferred"]
     assert deferred["video_id"] == "c.mp4" and "less than --settle-s 300" in deferred["reason"]
     assert "deferred train/c.mp4" in capsys.readouterr().out

@@ -449,6 +449,30 @@ def test_rebuilt_tables_put_every_video_on_one_unclipped_global_scale(tmp_path):
     np.testing.assert_allclose(frames.score_global, [np.nan, 0.0, 0.2, 1.0, 0.6, 0.6, 0.4, np.nan])
 
 
+def test_the_alarm_share_counts_flagged_frames_of_scored_videos_against_the_nominal_rate(tmp_path):
+    from pipelines.score.report import alarm_share, alarm_share_line
+
+    ledger = Ledger(tmp_path)
+    settings = ScoringSettings(clip_len=2, height=4, width=4, channels=1, stride=1, error_rule="l1", frame_rule="mean")
+    section = ledger.open_section("m", {}, {})
+    errors = {"a": [0.5, 3.0, 3.0, 0.5], "b": [0.5, 0.5, 0.5, 0.5, 0.5, 3.0]}
+    for video_id, values in errors.items():
+        path = video_path(ledger.folder("m"), "test", video_id, ".parquet")
+        n = len(values)
+        write_video_scores(path, video_id, "test", np.array(values), np.zeros(n), np.full(n, -1, np.int8))
+        ledger.record(section, f"test/{video_id}", entry(video_id, str(path.relative_to(tmp_path)), num_frames=n))
+    ledger.record(section, "test/short", entry("short", None, num_frames=1))
+    quantiles = {"quantiles": {"0.5": 1.0, "0.95": 2.0, "0.99": 2.0}}
+    calibrated = Threshold(quantiles, level=0.99, release_level=0.95, min_event_frames=1, source="test")
+    outputs = rebuild_outputs(tmp_path, section, calibrated, settings, plot_videos=2, worst_frames=2)
+    share = alarm_share(outputs.summaries, calibrated)
+    assert share["frames_flagged"] == 3 and share["frames_scored"] == 10 and share["videos_with_alarms"] == 2
+    assert share["share"] == pytest.approx(0.3) and share["nominal_false_alarm_rate"] == pytest.approx(0.01)
+    assert "30.0% of the 10 frames" in alarm_share_line(share) and "about 1.0%" in alarm_share_line(share)
+    uncalibrated = Threshold(None, level=0.99, release_level=0.95, min_event_frames=1, source="none")
+    assert alarm_share(outputs.summaries, uncalibrated) is None
+
+
 def test_map_spool_places_maps_at_their_frames_in_any_order(tmp_path):
     spool = MapSpool(tmp_path / "v.maps.npy")
     spool.add(np.array([5, 3]), np.full((2, 2, 2), [[[5.0]], [[3.0]]]))
