@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from memae.checkpoint import unwrap
 from memae.diagnostics import MemoryUsage, MemoryUsageAccumulator
 from memae.losses import DEFAULT_ALPHA, memae_loss
 
@@ -50,7 +51,7 @@ class EpochResult:
 
 def memory_dim(model: nn.Module) -> int | None:
     """Slots of the model's memory, or None for the plain autoencoder (also through DDP wrappers)."""
-    bare = getattr(model, "module", model)
+    bare = unwrap(model)
     return bare.mem_rep.mem_dim if getattr(bare, "mem_rep", None) is not None else None
 
 
