@@ -117,7 +117,8 @@ def choose_threshold(source: ModelSource, settings: ScoringSettings, listing: Li
         return (Threshold(None, level, config.release_level, config.min_event_frames,
                           f"none: per-video score >= {FALLBACK_SCORE}"), failures)
     chosen = Threshold(calibration, level, config.release_level, config.min_event_frames, origin)
-    cameras = f", own lines for {len(calibration['cameras'])} cameras" if calibration.get("cameras") else ""
+    count = len(calibration.get("cameras") or {})
+    cameras = f", own lines for {count} cameras" if count > 1 else ""
     echo(f"threshold: error > {chosen.error:.5g} (the {level} quantile of normal {calibration.get('unit', 'clip')} "
          f"errors; {origin}{cameras}); events last while above the {chosen.release_level} quantile, "
          f"{config.min_event_frames} frames or more")
