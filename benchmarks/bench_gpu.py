@@ -54,8 +54,8 @@ from memae.scoring import frames_from_clips  # noqa: E402
 from pipelines.common.ray_runtime import init_ray  # noqa: E402
 from pipelines.ingest.manifest import Manifest  # noqa: E402
 from pipelines.ingest.run import IngestConfig, ingest  # noqa: E402
-from pipelines.registry.source import load_model_source, scoring_settings  # noqa: E402
-from pipelines.score.actors import score_batches  # noqa: E402
+from pipelines.registry.source import ScoringSettings, load_model_source, scoring_settings  # noqa: E402
+from pipelines.score.actors import run_precision, score_batches  # noqa: E402
 from pipelines.score.config import ScoreConfig  # noqa: E402
 from pipelines.score.data import list_archive, list_shards  # noqa: E402
 from pipelines.train.config import TrainConfig  # noqa: E402
@@ -130,6 +130,11 @@ def decode_rates(files: list[Path], size: tuple[int, int], figures: dict) -> Non
         wall, cpu = rate(files, decode_with(name, size, "gray"))
         figures.setdefault("decode_frames_per_s", {})[name] = {"wall": wall, "cpu": cpu}
         print(f"  {name:12s} {wall:8.0f} frames/s, {cpu:8.0f} per CPU second (to {size[0]}x{size[1]} grey)")
+
+
+def in_precision(settings: ScoringSettings, config: ScoreConfig) -> ScoringSettings:
+    """`settings` with the arithmetic the scoring job would settle on for `config` (bf16 only on GPU actors)."""
+    return replace(settings, precision=run_precision(config, print))
 
 
 def scored_errors(listing, source, settings, config: ScoreConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -231,20 +236,20 @@ def main() -> int:
     for precision in ("fp32", "bf16"):
         config = replace(base, precision=precision)
         with step(f"score shards {precision}", figures):
-            wall, cpu = ray_pipeline(listing, source, settings, config, clips)
+            wall, cpu = ray_pipeline(listing, source, in_precision(settings, config), config, clips)
         figures[f"score_shards_{precision}_clips_per_s"] = wall
         print(f"  shards, {precision}: {wall:.0f} clips/s ({cpu:.0f} per CPU second of the whole process tree; "
               f"target >= 5,000 on an H200)")
     raw = replace(base, shards=None, dataset="videos", root=str(archive), precision="bf16")
     raw_listing = list_archive("videos", archive, "all")
     with step("score raw bf16", figures):
-        wall, _ = ray_pipeline(raw_listing, source, scoring_settings(source, raw, None), raw, clips)
+        wall, _ = ray_pipeline(raw_listing, source, in_precision(scoring_settings(source, raw, None), raw), raw, clips)
     figures["score_raw_bf16_clips_per_s"] = wall
     print(f"  raw .mp4, bf16: {wall:.0f} clips/s (decoding in Ray tasks on the CPUs; target >= 3,000 on an H200)")
 
     test = list_shards(labelled, "test")
-    errors = {p: scored_errors(test, source, settings, replace(base, shards=str(labelled), precision=p))
-              for p in ("fp32", "bf16")}
+    precisions = {p: replace(base, shards=str(labelled), precision=p) for p in ("fp32", "bf16")}
+    errors = {p: scored_errors(test, source, in_precision(settings, c), c) for p, c in precisions.items()}
     relative = max(float(np.max(np.abs(errors["bf16"][k][1] - e) / np.maximum(np.abs(e), 1e-12)))
                    for k, (_, e) in errors["fp32"].items())
     aucs = {p: frame_auc(errors[p], test, preset.clip_len) for p in errors}

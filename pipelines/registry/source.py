@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -85,10 +85,17 @@ class ScoringSettings:
     stride: int
     error_rule: str
     frame_rule: str
+    precision: str = "fp32"  # the model's arithmetic in the actors: bf16 only on GPUs (pipelines/score/actors.py)
 
     @property
     def color(self) -> str:
         return "gray" if self.channels == 1 else "rgb"
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """The fields added after the first release, with their defaults: what a setting recorded before its field
+        existed must have been."""
+        return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
 
 
 def load_model_source(uri: str) -> ModelSource:

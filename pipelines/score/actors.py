@@ -142,11 +142,22 @@ def actor_plan(config: ScoreConfig) -> ActorPlan:
     return ActorPlan("cuda" if use_gpu else "cpu", actors, cpus, torch_threads(config.torch_threads, cpus))
 
 
-def use_bf16(precision: str, device: str, echo: Callable[[str], None]) -> bool:
-    """Whether the actors run the model in bf16: asked for, on GPUs. On CPUs bf16 is ignored, and said so once."""
-    if precision == "bf16" and device != "cuda":
-        echo("--precision bf16 applies to GPUs only: scoring on the CPU in fp32")
-    return precision == "bf16" and device == "cuda"
+def run_precision(config: ScoreConfig, echo: Callable[[str], None]) -> str:
+    """The arithmetic the actors will use, settled before the output folder records it: bf16 when asked for and the
+    actors get GPUs (Ray is started to know), else fp32; a bf16 that cannot be honoured is said once.
+
+    Raises:
+        ScoreSetupError: --use-gpu on a cluster without a GPU.
+    """
+    if config.precision != "bf16":
+        return "fp32"
+    from pipelines.common.ray_runtime import init_ray
+
+    init_ray(config.num_cpus)
+    if actor_plan(config).device == "cuda":
+        return "bf16"
+    echo("--precision bf16 applies to GPUs only: scoring on the CPU in fp32")
+    return "fp32"
 
 
 def score_batches(todo: list[VideoUnit], source: ModelSource, settings: ScoringSettings, config: ScoreConfig,
@@ -158,7 +169,6 @@ def score_batches(todo: list[VideoUnit], source: ModelSource, settings: ScoringS
     plan = actor_plan(config)
     echo(f"scoring with {plan.actors} actor(s) on {plan.device}, {plan.cpus} CPUs and {plan.threads} torch threads "
          f"each; batches of {config.batch_size} clips")
-    bf16 = use_bf16(config.precision, plan.device, echo)
     context = ray.data.DataContext.get_current()
     saved = context.max_errored_blocks, context.enable_progress_bars, context.print_on_execution_start
     # One block per video: if a decoder crashes its worker, only that video is lost, and it is reported.
@@ -175,7 +185,8 @@ def score_batches(todo: list[VideoUnit], source: ModelSource, settings: ScoringS
             ScoringActor,
             fn_constructor_kwargs={"spec": source.spec, "state": source.state, "settings": settings,
                                    "device": plan.device, "threads": plan.threads, "save_maps": config.save_maps,
-                                   "batch_size": config.batch_size, "bf16": bf16},
+                                   "batch_size": config.batch_size,
+                                   "bf16": settings.precision == "bf16" and plan.device == "cuda"},
             compute=ray.data.ActorPoolStrategy(size=plan.actors),
             batch_size=1,  # one frame block: its clips make whole model batches
             batch_format="numpy",

@@ -123,8 +123,9 @@ class Ledger:
         self.close()
 
     def open_section(self, key: str, model: Mapping[str, str], settings: Mapping[str, Any], restart: bool = False,
-                     echo: Callable[[str], None] = print) -> LedgerSection:
+                     echo: Callable[[str], None] = print, defaults: Mapping[str, Any] | None = None) -> LedgerSection:
         """The model's section, created if new; `restart` discards what it held (rows and per-video files) first.
+        `defaults`: settings fields newer than some ledgers, as ledgers recorded before them must have had them.
 
         Raises:
             ValueError: when the section was scored with other settings (the outputs would mix two definitions).
@@ -144,7 +145,7 @@ class Ledger:
                 self._db.execute("INSERT INTO models VALUES (?, ?, ?, NULL)",
                                  (key, json.dumps(section.model), json.dumps(section.settings)))
             return section
-        was = json.loads(row[1])
+        was = {**(defaults or {}), **json.loads(row[1])}
         if was != dict(settings):
             changed = {k: (was.get(k), v) for k, v in settings.items() if was.get(k) != v}
             raise ValueError(f"{self.path}: model {key} was scored here with other settings {changed} (was, now); "

@@ -33,7 +33,7 @@ from memae.files import remove_temporary_files, write_json_atomic
 from memae.scoring import anomaly_score, frames_from_clips
 from pipelines.common.lock import folder_lock
 from pipelines.registry.source import MLFLOW_SCHEMES, ModelSource, ScoringSettings, load_model_source, scoring_settings
-from pipelines.score.actors import score_batches
+from pipelines.score.actors import run_precision, score_batches
 from pipelines.score.changes import found_on_disk, renamed_videos, select_videos
 from pipelines.score.collect import Collector, ScoredVideos, VideoClips
 from pipelines.score.config import ScoreConfig, ScoreSetupError
@@ -167,7 +167,7 @@ def _prepare(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStac
         configure_mlflow(config.tracking_uri, config.experiment)
     source = load_model_source(config.model)
     listing = _list(config)
-    settings = scoring_settings(source, config, listing.stored_shape)
+    settings = replace(scoring_settings(source, config, listing.stored_shape), precision=run_precision(config, echo))
     rule_origin = "" if config.frame_rule else " (the model's)" if source.frame_rule else " (the default)"
     echo(f"model: {source.uri} ({source.kind}, key {source.key}); clips of {settings.clip_len} frames of "
          f"{settings.height}x{settings.width} {settings.color}, {settings.error_rule} error, "
@@ -177,7 +177,8 @@ def _prepare(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStac
          f"{len(listing.problems)} unusable{unlisted}")
     out = Path(config.out).resolve()
     ledger = cleanup.enter_context(Ledger(out, echo))
-    section = ledger.open_section(source.key, source.tags, asdict(settings), config.restart, echo)
+    section = ledger.open_section(source.key, source.tags, asdict(settings), config.restart, echo,
+                                  ScoringSettings.defaults())
     for stale in remove_temporary_files(out):  # this job holds the folder's lock: no other job's files in progress
         echo(f"removed a half-written file from an interrupted run: {stale}")
     units, refused = _writable(listing.units, ledger.folder(source.key))

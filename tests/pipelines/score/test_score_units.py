@@ -9,7 +9,7 @@ import json
 import math
 import os
 import pickle
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -25,7 +25,7 @@ from memae.segments import anomalous_segments, flag_runs
 from memae.transforms import clips_to_tensor
 from pipelines.registry.source import ScoringSettings, load_model_source, scoring_settings
 from pipelines.score import data
-from pipelines.score.actors import ScoringActor, actor_plan, use_bf16
+from pipelines.score.actors import ScoringActor, actor_plan, run_precision
 from pipelines.score.changes import content_hash, renamed_videos, select_videos, source_stamp
 from pipelines.score.collect import Collector
 from pipelines.score.config import ScoreConfig, ScoreSetupError
@@ -202,15 +202,40 @@ def test_the_scoring_actor_scores_the_clips_of_a_block_as_the_model_scores_them_
     assert out["start"].tolist() == [-1] and np.isnan(out["error"]).all() and out["end"].tolist() == [end]
 
 
-def test_bf16_is_ignored_on_cpus_with_one_line_and_kept_on_gpus():
+def test_bf16_is_settled_before_it_is_recorded_kept_on_gpus_and_on_cpus_said_once_and_fp32(monkeypatch):
+    import ray
+
     lines: list[str] = []
-    assert not use_bf16("bf16", "cpu", lines.append) and len(lines) == 1 and "GPUs only" in lines[0]
-    assert use_bf16("bf16", "cuda", lines.append) and not use_bf16("fp32", "cuda", lines.append) and len(lines) == 1
+    monkeypatch.setattr("pipelines.common.ray_runtime.init_ray", lambda *_: pytest.fail("fp32 needs no cluster"))
+    assert run_precision(config(), lines.append) == "fp32" and lines == []
+    monkeypatch.setattr("pipelines.common.ray_runtime.init_ray", lambda *_: None)
+    cluster = {"CPU": 2.0}
+    monkeypatch.setattr(ray, "cluster_resources", lambda: cluster)
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": cluster}])
+    assert run_precision(config(precision="bf16"), lines.append) == "fp32"
+    assert len(lines) == 1 and "GPUs only" in lines[0]
+    cluster = {"CPU": 16.0, "GPU": 1.0}
+    assert run_precision(config(precision="bf16"), lines.append) == "bf16" and len(lines) == 1
+    with pytest.raises(ScoreSetupError, match="no GPU"):
+        cluster = {"CPU": 2.0}
+        run_precision(config(precision="bf16", use_gpu=True), lines.append)
     settings = tiny_settings()
     video = np.random.default_rng(1).integers(0, 256, (12, 32, 32, 1), np.uint8)
     row = {"key": np.array(["test/v"]), "start": np.array([0]), "frames": video[None], "end": np.array([""])}
     assert np.array_equal(scoring_actor(settings, False, bf16=True)[1](row)["error"],
-                          scoring_actor(settings, False)[1](row)["error"])
+                          scoring_actor(settings, False)[1](row)["error"]), "autocast is for CUDA devices only"
+
+
+def test_settings_recorded_before_a_field_existed_read_as_its_default_and_precision_is_compared(tmp_path):
+    settings = asdict(tiny_settings())
+    recorded = {k: v for k, v in settings.items() if k != "precision"}  # a ledger from before --precision
+    with Ledger(tmp_path) as ledger:
+        ledger.open_section("m-v1", {}, recorded)
+        section = ledger.open_section("m-v1", {}, settings, defaults=ScoringSettings.defaults())
+        assert section.settings == settings and settings["precision"] == "fp32"
+        ledger.open_section("gpu", {}, {**settings, "precision": "bf16"})
+        with pytest.raises(ValueError, match="precision"):
+            ledger.open_section("gpu", {}, settings, defaults=ScoringSettings.defaults())
 
 
 def config(**kw) -> ScoreConfig:
