@@ -17,7 +17,6 @@ import pickle
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import islice
 
 import numpy as np
 import ray
@@ -30,9 +29,10 @@ from memae.scoring import clip_errors, error_maps
 from memae.training import autocast_for
 from memae.transforms import clips_to_tensor
 from pipelines.common.resources import cpu_share, torch_threads, wants_gpu
+from pipelines.ingest.clips import clips_from_block
 from pipelines.registry.source import ModelSource, ScoringSettings
 from pipelines.score.config import ScoreConfig, ScoreSetupError
-from pipelines.score.data import VideoUnit, sliding_clips, video_frame_blocks
+from pipelines.score.data import VideoUnit, video_frame_blocks
 
 
 class ScoringActor:
@@ -66,17 +66,15 @@ class ScoringActor:
     def _block(self, key: str, first: int, frames: np.ndarray, end: str) -> dict[str, np.ndarray]:
         """The rows of one block: one per clip, or the video's end row (which carries no frames)."""
         if end:
-            return self._rows(key, np.array([-1]), np.array([np.nan]), end, self._no_maps(1))
-        starts, errors, maps = [], [], []
-        clips = sliding_clips([frames], self.settings.clip_len, self.settings.stride)
-        while batch := list(islice(clips, self.batch_size)):
-            offsets, stack = zip(*batch, strict=True)
-            batch_errors, batch_maps = self._score(np.stack(stack))
-            starts.append(first + np.array(offsets, np.int64))
-            errors.append(batch_errors)
-            maps.append(batch_maps)
-        return self._rows(key, np.concatenate(starts), np.concatenate(errors), "",
-                          np.concatenate(maps) if self.save_maps else None)
+            no_map = np.zeros((1, self.settings.height, self.settings.width), np.float16) if self.save_maps else None
+            return self._rows(key, np.array([-1]), np.array([np.nan]), end, no_map)
+        stride = self.settings.stride
+        clips = clips_from_block(frames, self.settings.clip_len, stride)
+        scored = [self._score(clips[i : i + self.batch_size].copy())  # a writable batch, as torch wants
+                  for i in range(0, len(clips), self.batch_size)]
+        starts = first + stride * np.arange(len(clips), dtype=np.int64)
+        return self._rows(key, starts, np.concatenate([errors for errors, _ in scored]), "",
+                          np.concatenate([maps for _, maps in scored]) if self.save_maps else None)
 
     def _rows(self, key: str, starts: np.ndarray, errors: np.ndarray, end: str,
               maps: np.ndarray | None) -> dict[str, np.ndarray]:
@@ -97,9 +95,6 @@ class ScoringActor:
             return errors, None
         centre = self.settings.clip_len // 2
         return errors, error_maps(x[:, :, centre], recon[:, :, centre]).cpu().numpy().astype(np.float16)
-
-    def _no_maps(self, n: int) -> np.ndarray:
-        return np.zeros((n, self.settings.height, self.settings.width), np.float16)
 
 
 @dataclass(frozen=True)

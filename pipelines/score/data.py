@@ -12,7 +12,7 @@ shard, and yields one row per block of consecutive frames, then one end row:
             clip) or "failed" (why, and which file), with the frames and clips counted
 
 The scoring actors cut the clips out of each block (`sliding_clips`, stride `settings.stride`). A block holds
-`block_clips` clips (BLOCK_BATCHES model batches, bounded by BLOCK_BYTES) and repeats the clip_len - stride frames
+`clips_per_block` clips (BLOCK_BATCHES model batches, bounded by BLOCK_BYTES) and repeats the clip_len - stride frames
 it shares with the previous one, so each frame crosses the object store about once (1.12 times for 16-frame clips
 at stride 1 in batches of 16), not once per clip covering it (16 times) as whole clips would.
 
@@ -42,6 +42,7 @@ from memae.datasets import (
     unlisted_files,
 )
 from memae.datasets.records import Issue
+from pipelines.ingest.clips import clip_starts
 from pipelines.ingest.manifest import Manifest
 from pipelines.ingest.shards import LABEL, iter_shard
 from pipelines.registry.source import ScoringSettings
@@ -211,18 +212,13 @@ def sliding_clips(chunks: Iterable[np.ndarray], clip_len: int, stride: int) -> I
         window, offset = window[drop:], offset + drop
 
 
-def clip_count(num_frames: int, clip_len: int, stride: int) -> int:
-    """Clips that fit in `num_frames` consecutive frames."""
-    return max(0, (num_frames - clip_len) // stride + 1)
-
-
-def block_clips(settings: ScoringSettings, batch_size: int) -> int:
+def clips_per_block(settings: ScoringSettings, batch_size: int) -> int:
     """Clips per frame block: BLOCK_BATCHES model batches, fewer (whole batches if one fits) to stay under BLOCK_BYTES.
 
     A block repeats the last clip_len - stride frames of the one before, so longer blocks send fewer frames twice:
     8 batches of 16 clips at stride 1 send 143 frames for 128 new ones (1.12 copies of each frame)."""
     frame_bytes = settings.height * settings.width * settings.channels
-    fit = clip_count(BLOCK_BYTES // frame_bytes, settings.clip_len, settings.stride)
+    fit = len(clip_starts(BLOCK_BYTES // frame_bytes, settings.clip_len, settings.stride))
     clips = min(BLOCK_BATCHES * batch_size, fit)
     return max(1, clips // batch_size * batch_size if clips >= batch_size else clips)
 
@@ -244,7 +240,7 @@ def frame_blocks(chunks: Iterable[np.ndarray], clip_len: int, stride: int,
         while len(window) >= size:
             yield start, window[:size]
             skip, window, start = max(0, step - len(window)), window[step:], start + step
-    if window is not None and (count := clip_count(len(window), clip_len, stride)):
+    if window is not None and (count := len(clip_starts(len(window), clip_len, stride))):
         yield start, window[: clip_len + (count - 1) * stride]
 
 
@@ -266,9 +262,9 @@ def video_frame_blocks(row: dict, settings: ScoringSettings, batch_size: int) ->
 
     try:
         chunks, fps = unit_frames(unit, settings)
-        clips = block_clips(settings, batch_size)
+        clips = clips_per_block(settings, batch_size)
         for first, frames in frame_blocks(counted(chunks), settings.clip_len, settings.stride, clips):
-            num_clips += clip_count(len(frames), settings.clip_len, settings.stride)
+            num_clips += len(clip_starts(len(frames), settings.clip_len, settings.stride))
             yield _block_row(unit.key, first, frames, "")
     except VideoDecodeError as exc:
         failure = exc.path, exc.reason

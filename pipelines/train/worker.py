@@ -7,7 +7,6 @@ epoch's progress line (pipelines/train/progress.py).
 
 from __future__ import annotations
 
-import itertools
 import tempfile
 import time
 from collections.abc import Iterator
@@ -71,8 +70,8 @@ def _first_batches(plan: WorkerPlan, device: torch.device) -> Iterator[torch.Ten
     training dataset, whose split between workers must be consumed whole)."""
     rows = iter_clips(plan.shards, plan.clip_len, stride=plan.clip_len, split="train",
                       video_ids=plan.train_videos)
-    while batch := list(itertools.islice(rows, plan.config.resolved_batch_size)):
-        yield clips_to_tensor(np.stack([row["clip"] for row in batch])).to(device)
+    for batch in batched((row["clip"] for row in rows), plan.config.resolved_batch_size):
+        yield clips_to_tensor(batch).to(device)
 
 
 def _training_batches(shard: ray.data.DataIterator, plan: WorkerPlan, rng: np.random.Generator

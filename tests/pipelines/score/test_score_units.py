@@ -23,6 +23,7 @@ from memae.presets import get_preset
 from memae.scoring import DEFAULT_FRAME_RULE
 from memae.segments import anomalous_segments, flag_runs
 from memae.transforms import clips_to_tensor
+from pipelines.ingest.clips import clip_starts
 from pipelines.registry.source import ScoringSettings, load_model_source, scoring_settings
 from pipelines.score import data
 from pipelines.score.actors import ScoringActor, actor_plan, run_precision
@@ -34,8 +35,7 @@ from pipelines.score.data import (
     BLOCK_BYTES,
     VideoEnd,
     VideoUnit,
-    block_clips,
-    clip_count,
+    clips_per_block,
     frame_blocks,
     sliding_clips,
     video_frame_blocks,
@@ -95,19 +95,19 @@ def test_frame_blocks_carry_exactly_the_frames_of_the_clips_of_the_whole_video(l
     assert [(s, c.tolist()) for s, c in cut(blocks, 8, stride)] == [(s, c.tolist()) for s, c in expected]
     for first, frames in blocks:
         assert np.array_equal(frames, video[first : first + len(frames)]), "consecutive frames from `first`"
-        count = clip_count(len(frames), 8, stride)
+        count = len(clip_starts(len(frames), 8, stride))
         assert 1 <= count <= clips and len(frames) == 8 + (count - 1) * stride, "no frame beyond its last clip"
-    assert sum(clip_count(len(f), 8, stride) for _, f in blocks) == len(expected)
+    assert sum(len(clip_starts(len(f), 8, stride)) for _, f in blocks) == len(expected)
 
 
 def test_block_size_follows_the_batch_and_stays_under_the_byte_bound():
     small = ScoringSettings(clip_len=16, height=64, width=64, channels=1, stride=1, error_rule="l1", frame_rule="mean")
-    assert block_clips(small, 16) == BLOCK_BATCHES * 16
+    assert clips_per_block(small, 16) == BLOCK_BATCHES * 16
     big = replace(small, height=512, width=512, channels=3)  # 768 KiB frames: 21 fit in 16 MiB, 6 clips
-    assert block_clips(big, 16) == clip_count(BLOCK_BYTES // (768 << 10), 16, 1) == 6
-    assert block_clips(replace(big, height=1024, width=1024), 16) == 1, "a clip over the bound still goes, alone"
+    assert clips_per_block(big, 16) == len(clip_starts(BLOCK_BYTES // (768 << 10), 16, 1)) == 6
+    assert clips_per_block(replace(big, height=1024, width=1024), 16) == 1, "a clip over the bound still goes, alone"
     rgb = replace(small, height=256, width=256, channels=3)
-    clips = block_clips(rgb, 16)
+    clips = clips_per_block(rgb, 16)
     assert clips % 16 == 0 and (16 + clips - 1) * 256 * 256 * 3 <= BLOCK_BYTES
 
 
