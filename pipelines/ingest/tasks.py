@@ -16,6 +16,11 @@ from memae.datasets.records import Issue
 from pipelines.ingest.manifest import ManifestEntry
 from pipelines.ingest.worker import ShardWriteError, VideoTask, ingest_video
 
+# CPUs each one-video task asks Ray for. A task decodes on one core, but Ray Data leaves a worker idle about a quarter
+# of the time between short tasks (the executor's round trip to start the next): two tasks per CPU keep the cores
+# busy (12 x 10 videos of 250 frames at 256x256 on 2 cores: 30.7 s with 1, 24.2 s with 0.5; benchmarks/bench_ingest.py).
+TASK_CPUS = 0.5
+
 
 def run_tasks(tasks: list[VideoTask]) -> Iterator[ManifestEntry]:
     """Runs every task on the Ray cluster already started; yields each video's entry as it finishes.
@@ -35,7 +40,7 @@ def run_tasks(tasks: list[VideoTask]) -> Iterator[ManifestEntry]:
             # Ray Data retries a task whose worker died for ever (max_retries=-1): a decoder that crashes on one
             # file would hang the ingest. `max_retries` is only reachable through the deprecated ray_remote_args.
             warnings.simplefilter("ignore", DeprecationWarning)
-            pipeline = pipeline.map(_ingest_row, num_cpus=1, max_retries=1)
+            pipeline = pipeline.map(_ingest_row, num_cpus=TASK_CPUS, max_retries=1)
         for row in pipeline.iter_rows():
             if row["error"]:
                 raise ShardWriteError(row["error"])

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from memae.datasets import Preprocess, VideoDecodeError, VideoRecord, iter_frames
-from memae.datasets.decode import DEFAULT_DECODER, NO_FRAMES, label_length_issue, read_header
+from memae.datasets import Preprocess, VideoDecodeError, VideoRecord
+from memae.datasets.decode import DEFAULT_DECODER, NO_FRAMES, RecordFrames, label_length_issue, open_frames
 from memae.datasets.records import Issue, ranges_from_labels
 from memae.files import resolves_inside, safe_name
 from pipelines.ingest.manifest import ManifestEntry, is_inside
@@ -71,10 +71,11 @@ def ingest_video(task: VideoTask) -> ManifestEntry:
     notes: list[Issue] = []
     path = task.out / task.shard
     try:
-        record = read_header(record, task.decoder)  # frame count and fps; cheap; catches label mismatches early
-        if record.labels is not None and record.num_frames is not None and len(record.labels) != record.num_frames:
-            raise _LabelMismatch(label_length_issue(record, record.num_frames))
-        entry = _write_shard(record, task, path, notes, started)
+        with open_frames(record, task.prep, notes, task.decoder) as frames:
+            record = frames.header()  # frame count and fps, from the open reader; catches label mismatches early
+            if record.labels is not None and record.num_frames is not None and len(record.labels) != record.num_frames:
+                raise _LabelMismatch(label_length_issue(record, record.num_frames))
+            entry = _write_shard(record, frames, task, path, notes, started)
     except VideoDecodeError as exc:
         return ManifestEntry.failed(record, Issue(exc.path, exc.reason), exc.detail, tuple(notes))
     except _LabelMismatch as exc:
@@ -124,7 +125,7 @@ class _LabelMismatch(Exception):
 
 
 def _write_shard(
-    record: VideoRecord, task: VideoTask, path: Path, notes: list[Issue], started: float
+    record: VideoRecord, frames: RecordFrames, task: VideoTask, path: Path, notes: list[Issue], started: float
 ) -> ManifestEntry:
     """Streams the decoded frames into the shard at `path` and seals it with the video's entry, which it returns."""
     meta = {
@@ -134,7 +135,7 @@ def _write_shard(
     size = task.prep.size
     # decoded a row group at a time when the size is known, so a row group is written from the decoder's own array
     chunk = frames_per_row_group((*size, task.prep.channels)) if size else DECODE_CHUNK
-    chunks = iter_frames(record, task.prep, chunk=chunk, notes=notes, decoder=task.decoder)
+    chunks = frames.chunks(chunk)
     first = next(chunks, None)
     if first is None:
         raise VideoDecodeError(record.source, NO_FRAMES)

@@ -6,7 +6,7 @@ from PIL import Image
 
 from experiments.synthetic import render_video, write_video
 from memae.datasets import Preprocess, VideoDecodeError, VideoRecord, decode, iter_frames, open_dataset, probe
-from memae.datasets.decode import DECODERS, check_file, decoder_status, resolve_decoder
+from memae.datasets.decode import DECODERS, check_file, decoder_status, open_frames, resolve_decoder
 
 from ..conftest import TINY, empty_video
 
@@ -74,6 +74,19 @@ def test_resize_color_and_chunks(archive, decoder):
     assert np.array_equal(np.concatenate(chunks), rgb)
     frames_record = open_dataset("frames", archive("frames")[0])[0]
     assert decode(frames_record, Preprocess(size=(32, 40), color="gray")).shape == (TINY.frames, 32, 40, 1)
+
+
+@pytest.mark.parametrize("decoder", BACKENDS)
+def test_one_open_gives_the_header_and_every_frame(tmp_path, decoder):
+    rendered = render_video(TINY, "test", 0).frames
+    record = video_record(write_video(tmp_path / "v.avi", rendered, TINY.fps))
+    prep = Preprocess(size=(32, 40), color="gray")
+    expected = decode(record, prep, decoder=decoder)
+    with open_frames(record, prep, decoder=decoder) as frames:
+        header = frames.header()
+        chunks = list(frames.chunks(8))
+    assert (header.num_frames, header.fps) == (TINY.frames, pytest.approx(TINY.fps))
+    assert np.array_equal(np.concatenate(chunks), expected)
 
 
 def video_record(path):
