@@ -124,18 +124,19 @@ def children_of(parent_run_id: str) -> list:
 def test_grid_sweep_nests_trials_survives_failed_ones_picks_the_best_auc_and_registers(base, tiny_train_shards, capsys):
     with pytest.raises(ValueError, match="--oracle"):
         sweep(replace(base, name="refused", val_shards=str(tiny_train_shards)))
-    config = replace(base, name="grid", val_shards=str(tiny_train_shards), oracle=True, lr_space="choice:0.001,-1",
-                     register="tiny-sweep", alias="champion")
+    # Three trials: two learning rates that train and one that fails at once (a failed trial is as cheap as can be)
+    config = replace(base, name="grid", val_shards=str(tiny_train_shards), oracle=True, mem_dim_space="choice:50",
+                     lr_space="choice:0.001,0.003,-1", register="tiny-sweep", alias="champion")
     result = sweep(config)
     out = capsys.readouterr().out
 
     assert "objective oracle_val_auc_micro (max)" in out and result.objective == "oracle_val_auc_micro"
-    assert result.complete and len(result.table) == 4
+    assert result.complete and len(result.table) == 3
     finished = [r for r in result.table if r["status"] == "finished"]
     failed = [r for r in result.table if r["status"] == "failed"]
-    assert sorted(r["mem_dim"] for r in finished) == [50, 100] and all(r["lr"] == 0.001 for r in finished)
-    assert len(failed) == 2 and all(r["lr"] == -1 and "Invalid learning rate" in r["error"] for r in failed)
-    assert out.count(" ended: ") == 2 and out.count(" failed: ") == 2, "a line per trial as it ends"
+    assert sorted(r["lr"] for r in finished) == [0.001, 0.003] and all(r["mem_dim"] == 50 for r in finished)
+    assert len(failed) == 1 and failed[0]["lr"] == -1 and "Invalid learning rate" in failed[0]["error"]
+    assert out.count(" ended: ") == 2 and out.count(" failed: ") == 1, "a line per trial as it ends"
 
     # The best trial is the one whose best epoch has the highest AUC; its checkpoint is that epoch's.
     assert result.best["oracle_val_auc_micro"] == max(r["oracle_val_auc_micro"] for r in finished)
@@ -149,7 +150,7 @@ def test_grid_sweep_nests_trials_survives_failed_ones_picks_the_best_auc_and_reg
     assert set(children) == {r["mlflow_run"] for r in result.table}
     for row in finished:
         run = children[row["mlflow_run"]]
-        assert run.info.status == "FINISHED" and int(run.data.params["mem_dim"]) == row["mem_dim"]
+        assert run.info.status == "FINISHED" and float(run.data.params["lr"]) == row["lr"]
         assert len(client.get_metric_history(run.info.run_id, "oracle_val_auc_micro")) == 2
     assert all(children[r["mlflow_run"]].info.status == "FAILED" for r in failed)
 
@@ -160,9 +161,9 @@ def test_grid_sweep_nests_trials_survives_failed_ones_picks_the_best_auc_and_reg
     artifacts |= {a.path for a in client.list_artifacts(result.mlflow_run_id, "plots")}
     assert {"sweep_results.csv", "sweep_results.md", "best_config.yaml", "plots/sweep.png"} <= artifacts
     table = Path(client.download_artifacts(result.mlflow_run_id, "sweep_results.md")).read_text()
-    assert table.count("| failed |") == 2 and table.count("| finished |") == 2
+    assert table.count("| failed |") == 1 and table.count("| finished |") == 2
     best_config = yaml.safe_load(Path(client.download_artifacts(result.mlflow_run_id, "best_config.yaml")).read_text())
-    assert (best_config["mem_dim"], best_config["lr"]) == (result.best["mem_dim"], 0.001)
+    assert (best_config["mem_dim"], best_config["lr"]) == (50, result.best["lr"])
     assert best_config["name"] is None and best_config["mlflow_parent_run"] is None, "a config to retrain with"
 
     assert result.registered_version == "1"
