@@ -15,7 +15,8 @@ Each speed is given twice: per wall-clock second, and per CPU second. On a machi
 figures fall with the load (printed), the CPU figures move less; "ingest x cores per CPU second" is what an idle
 machine would reach if the work spread over all cores. The targets compare like with like, frames per CPU second:
 ingest's marginal CPU cost of a frame (from 1x to 10x, so Ray's start and imports cancel out; all its processes,
-and Ray's workers alone, which leaves out the daemons' polling that grows with the wall time of a loaded machine)
+and Ray's task workers alone, which leaves out the polling of Ray's daemons and agents and of Ray Data's own actors,
+which grows with the wall time of a loaded machine)
 against the fastest raw decode's. Targets, per stored size: ingest >= 0.8x the fastest raw decode, shard bytes
 <= 1.5x the raw uint8 frames, peak memory flat from 1x to 10x.
 """
@@ -111,7 +112,7 @@ def main() -> int:
             line = (
                 f"{size} {encoding}: ingest {args.scale}x / fastest raw decode ({fastest_name}) = "
                 f"{t['ingest_over_fastest_decode_wall']:.2f} wall, {t['ingest_over_fastest_decode_cpu']:.2f} per CPU "
-                f"second ({marginal:.0f} frames per marginal CPU second of the whole tree; Ray's workers alone "
+                f"second ({marginal:.0f} frames per marginal CPU second of the whole tree; Ray's task workers alone "
                 f"{workers:.0f}, {t['ingest_workers_over_fastest_decode_cpu']:.2f}) (>= 0.8); "
                 f"shard bytes / raw frame bytes {t['shard_over_raw']:.3f} (<= 1.5); peak memory {args.scale}x/1x "
                 f"{t['peak_memory_large_over_small']:.2f} (flat)"
@@ -257,8 +258,9 @@ class _TreeSampler(threading.Thread):
             for pid in pids:
                 total += _pss(pid)
                 self._cpu_ticks[pid] = max(self._cpu_ticks.get(pid, 0), _cpu_ticks(pid))
-                if pid not in self._kinds:
-                    self._kinds[pid] = "driver" if pid == self.pid else _kind(pid)
+                kind = "driver" if pid == self.pid else _kind(pid)
+                if kind == "ray actors" or self._kinds.get(pid, "other") == "other":  # actors start as idle workers
+                    self._kinds[pid] = kind
             if total > self.peak:
                 self.peak, self.processes = total, len(pids)
             self._stop_event.wait(0.1)
@@ -297,11 +299,14 @@ def _pss(pid: int) -> int:
 
 
 def _kind(pid: int) -> str:
-    """'workers' for Ray's worker processes (decoding and writing), 'ray daemons' for the rest of Ray."""
+    """'workers' for Ray's task workers (decoding and writing), 'ray actors' for Ray's agents and Ray Data's own
+    actors (which poll for the whole run), 'ray daemons' for the rest of Ray."""
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return "other"
+    if command.startswith("ray::") and command.split()[0].endswith(("Agent", "Actor")):
+        return "ray actors"
     if command.startswith("ray::") or "default_worker.py" in command:
         return "workers"
     return "ray daemons" if "ray" in command else "other"
