@@ -1,8 +1,8 @@
 """What the scoring job reads: the videos of a raw archive or of ingested shards, sent to the model as frame blocks.
 
 One Ray task takes one whole video (the fastest route measured for decoding, and a video is the unit of success):
-it decodes sequentially at the model's size and colour (`memae.datasets.iter_frames`, as ingest does) or reads the
-shard, and yields one row per block of consecutive frames, then one end row:
+it decodes sequentially at the model's size and colour (`memae.datasets.decode.open_frames`, as ingest does) or reads
+the shard, and yields one row per block of consecutive frames, then one end row:
 
     key:    "split/video_id"
     start:  0-based video index of the block's first frame, which is also its first clip's start (-1 on the end row)
@@ -36,11 +36,10 @@ from memae.datasets import (
     VideoDecodeError,
     VideoRecord,
     detect_layout,
-    iter_frames,
     open_dataset,
-    probe,
     unlisted_files,
 )
+from memae.datasets.decode import RecordFrames, label_length_issue, open_frames
 from memae.datasets.records import Issue
 from pipelines.ingest.clips import clip_starts
 from pipelines.ingest.manifest import Manifest
@@ -189,14 +188,28 @@ def _problem(split: str, video_id: str, file: str, reason: str) -> VideoOutcome:
 
 
 def unit_frames(unit: VideoUnit, settings: ScoringSettings) -> tuple[Iterator[np.ndarray], float | None]:
-    """(frame chunks (n, H, W, C) uint8 in order, fps). Raises VideoDecodeError for a video that cannot be read."""
+    """(frame chunks (n, H, W, C) uint8 in order, fps). Raises VideoDecodeError for a video that cannot be read.
+
+    A video file is opened once, here: its header (frame count, fps) comes from the reader that then decodes it, and
+    an unreadable file fails before any frame is asked for. The reader closes when the chunks end or are dropped.
+    """
     if unit.shard is not None:
         return (frames for _, frames, _ in iter_shard(unit.shard)), unit.fps
-    record = probe(unit.record)  # frame count and fps from a video file's header; catches unreadable files early
-    if record.problems:
-        raise VideoDecodeError(record.problems[-1].file, record.problems[-1].reason)
-    prep = Preprocess((settings.height, settings.width), settings.color)
-    return iter_frames(record, prep, chunk=64), record.fps
+    frames = open_frames(unit.record, Preprocess((settings.height, settings.width), settings.color))
+    try:
+        record = frames.header()
+        if record.is_video_file and record.labels is not None and len(record.labels) != record.num_frames:
+            issue = label_length_issue(record, record.num_frames)
+            raise VideoDecodeError(issue.file, issue.reason)
+    except BaseException:
+        frames.close()
+        raise
+    return _chunks_then_close(frames), record.fps
+
+
+def _chunks_then_close(frames: RecordFrames) -> Iterator[np.ndarray]:
+    with frames:
+        yield from frames.chunks(64)
 
 
 def sliding_clips(chunks: Iterable[np.ndarray], clip_len: int, stride: int) -> Iterator[tuple[int, np.ndarray]]:
