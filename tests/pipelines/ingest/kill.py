@@ -66,6 +66,7 @@ def kill_mid_run(jobs: Mapping[str, tuple[list[str], Callable[[], int]]], logs: 
     count is 1 or more, then waits until every process of their Ray sessions has ended, or LEFT_AFTER_S after each
     kill. A job that ended by itself, or had no output within `limit_s`, comes back with `killed_at` None."""
     runs, procs, drivers = {}, {}, {}
+    started = time.time()
     for how, (command, _) in jobs.items():
         runs[how] = Killed(how, logs / f"{how}.log")
         wrapper = ["timeout", "-s", "TERM", str(int(limit_s) + 60)] if how == "timeout" else []
@@ -79,7 +80,7 @@ def kill_mid_run(jobs: Mapping[str, tuple[list[str], Callable[[], int]]], logs: 
                 if procs[how].poll() is not None:
                     waiting.discard(how)  # it ended by itself
                 elif jobs[how][1]() >= 1:
-                    sessions = ray_sessions_of(drivers[how])
+                    sessions = ray_sessions_of(drivers[how], started)
                     procs[how].send_signal(signal.SIGALRM if how == "timeout" else getattr(signal, how))
                     runs[how].killed_at = time.monotonic()
                     runs[how].session = str(sessions[0]) if len(sessions) == 1 else None
@@ -101,9 +102,10 @@ def kill_mid_run(jobs: Mapping[str, tuple[list[str], Callable[[], int]]], logs: 
     return runs
 
 
-def ray_sessions_of(pid: int) -> list[Path]:
-    """The Ray sessions a process started: Ray names each after the id of the process that started it."""
-    return sorted(RAY_TMP.glob(f"session_2*_{pid}"))
+def ray_sessions_of(pid: int, since: float) -> list[Path]:
+    """The Ray sessions process `pid` started: Ray names each after the id of the process that started it; those
+    made before `since` (time.time()) belong to an earlier process that had the same id."""
+    return sorted(s for s in RAY_TMP.glob(f"session_2*_{pid}") if s.stat().st_mtime >= since - 1)
 
 
 def _child(pid: int) -> int:
