@@ -308,9 +308,17 @@ def probe(record: VideoRecord, decoder: str = DEFAULT_DECODER) -> VideoRecord:
         probed = read_header(record, decoder)
     except VideoDecodeError as exc:
         return dataclasses.replace(record, problems=(*record.problems, Issue(exc.path, exc.reason)))
-    if probed.labels is not None and len(probed.labels) != probed.num_frames:
-        return dataclasses.replace(probed, problems=(*probed.problems, label_length_issue(probed, probed.num_frames)))
+    if (issue := declared_label_issue(probed)) is not None:
+        return dataclasses.replace(probed, problems=(*probed.problems, issue))
     return probed
+
+
+def declared_label_issue(record: VideoRecord) -> Issue | None:
+    """The report line when a record's labels do not match the frame count its header declares (`header()`,
+    `read_header`), None when they do or either is unknown."""
+    if record.labels is None or record.num_frames is None or len(record.labels) == record.num_frames:
+        return None
+    return label_length_issue(record, record.num_frames)
 
 
 def label_length_issue(record: VideoRecord, num_frames: int) -> Issue:

@@ -17,7 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from memae.datasets import Preprocess, VideoDecodeError, VideoRecord
-from memae.datasets.decode import DEFAULT_DECODER, NO_FRAMES, RecordFrames, label_length_issue, open_frames
+from memae.datasets.decode import (
+    DEFAULT_DECODER,
+    NO_FRAMES,
+    RecordFrames,
+    declared_label_issue,
+    label_length_issue,
+    open_frames,
+)
 from memae.datasets.records import Issue, ranges_from_labels
 from memae.files import resolves_inside, safe_name
 from pipelines.ingest.manifest import ManifestEntry, is_inside
@@ -73,8 +80,8 @@ def ingest_video(task: VideoTask) -> ManifestEntry:
     try:
         with open_frames(record, task.prep, notes, task.decoder) as frames:
             record = frames.header()  # frame count and fps, from the open reader; catches label mismatches early
-            if record.labels is not None and record.num_frames is not None and len(record.labels) != record.num_frames:
-                raise _LabelMismatch(label_length_issue(record, record.num_frames))
+            if (issue := declared_label_issue(record)) is not None:
+                raise _LabelMismatch(issue)
             entry = _write_shard(record, frames, task, path, notes, started)
     except VideoDecodeError as exc:
         return ManifestEntry.failed(record, Issue(exc.path, exc.reason), exc.detail, tuple(notes))

@@ -39,7 +39,7 @@ from memae.datasets import (
     open_dataset,
     unlisted_files,
 )
-from memae.datasets.decode import RecordFrames, label_length_issue, open_frames
+from memae.datasets.decode import RecordFrames, declared_label_issue, open_frames
 from memae.datasets.records import Issue
 from pipelines.ingest.clips import clip_starts
 from pipelines.ingest.manifest import Manifest
@@ -198,8 +198,7 @@ def unit_frames(unit: VideoUnit, settings: ScoringSettings) -> tuple[Iterator[np
     frames = open_frames(unit.record, Preprocess((settings.height, settings.width), settings.color))
     try:
         record = frames.header()
-        if record.is_video_file and record.labels is not None and len(record.labels) != record.num_frames:
-            issue = label_length_issue(record, record.num_frames)
+        if record.is_video_file and (issue := declared_label_issue(record)) is not None:
             raise VideoDecodeError(issue.file, issue.reason)
     except BaseException:
         frames.close()
