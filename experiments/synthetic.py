@@ -315,13 +315,15 @@ def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.nda
 
 @dataclass(frozen=True)
 class WrittenVideo:
-    """What `write_corpus` wrote for one video: its id in the layout, split, labels and the files."""
+    """What `write_corpus` wrote for one video: its id in the layout, split, labels, the files and its anomalous
+    events (kind, first and last frame in view), so results can be broken down by kind of anomaly."""
 
     video_id: str
     split: str
     index: int
     labels: np.ndarray
     paths: tuple[Path, ...]
+    events: tuple[dict, ...] = ()
 
 
 def write_corpus(layout: str, out: str | Path, cfg: SynthConfig | None = None) -> list[WrittenVideo]:
@@ -341,7 +343,7 @@ def write_corpus(layout: str, out: str | Path, cfg: SynthConfig | None = None) -
         for index in range(count):
             video = render_video(cfg, split, index, scene)
             video_id, paths = writer(out, video, index, cfg)
-            written.append(WrittenVideo(video_id, split, index, video.labels, tuple(paths)))
+            written.append(WrittenVideo(video_id, split, index, video.labels, tuple(paths), tuple(video.events)))
     tests = [v for v in written if v.split == "test"]
     if layout.startswith("ucsd") and tests:
         _write_ucsd_m(out, layout, tests)

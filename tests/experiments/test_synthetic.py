@@ -110,3 +110,16 @@ def test_synth_job_requires_layout_and_out(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--layout", "avenue", "--out", str(tmp_path), "--size", "20x20"])
     assert "too small to draw people" in capsys.readouterr().err
+
+
+def test_written_videos_carry_their_events_within_their_labels(tmp_path):
+    from experiments.synthetic import write_corpus
+
+    written = write_corpus("ucsd-ped2", tmp_path, SynthConfig(**{**TINY.__dict__, "train_videos": 1, "test_videos": 2}))
+    assert [v.events for v in written if v.split == "train"] == [()]
+    for video in (v for v in written if v.split == "test"):
+        assert video.events and video.events == tuple(render_video(TINY, "test", video.index).events)
+        in_view = np.zeros(len(video.labels), dtype=bool)
+        for event in video.events:
+            in_view[event["first_frame"]:event["last_frame"] + 1] = True
+        assert np.array_equal(in_view, video.labels == 1)
