@@ -7,7 +7,9 @@ above the 99th percentile of normal is worth a look, and on unseen normal video 
 That promise only holds when the quantiles come from video the model has not fitted: on its own training clips the
 errors are smaller than on tomorrow's footage, and a threshold taken there fires far more often than it says. So
 the training job holds out some normal videos and calibrates on their frame errors (`unit` "frame"), per camera
-where the archive has several, since a wide street errs more than a corridor.
+where the archive has several, since a wide street errs more than a corridor. It also holds only when those
+videos are like tomorrow's: `unseen_video_exceedance` checks that without a label, each held-out video against
+the line the others set.
 
     calibration = calibrate_errors(frame_errors_of_held_out_videos, "patch", unit="frame",
                                    source="3 held-out normal videos", cameras={"cam1": ..., "cam2": ...})
@@ -22,6 +24,8 @@ from typing import Any
 import numpy as np
 
 QUANTILES = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+ALARM_LEVELS = tuple(q for q in QUANTILES if q >= 0.9)  # the levels an alarm line is drawn at
+DEFAULT_ALARM_LEVEL = 0.99  # the scoring job's default: about 1% of normal frames above the line
 MIN_CAMERA_VALUES = 100  # fewer normal frames of a camera than this: its own quantiles are noise; use the pooled ones
 
 
@@ -59,7 +63,8 @@ def _summary(errors: np.ndarray) -> dict[str, Any]:
     }
 
 
-def threshold(calibration: Mapping[str, Any], level: float = 0.99, camera: str | None = None) -> float:
+def threshold(calibration: Mapping[str, Any], level: float = DEFAULT_ALARM_LEVEL,
+              camera: str | None = None) -> float:
     """The error above which a frame is flagged: the calibrated quantile at `level` (interpolated if needed), of
     `camera` when it was calibrated on its own, else of all cameras pooled."""
     own = (calibration.get("cameras") or {}).get(camera) if camera is not None else None
@@ -70,3 +75,22 @@ def threshold(calibration: Mapping[str, Any], level: float = 0.99, camera: str |
     if not levels[0] <= level <= levels[-1]:
         raise ValueError(f"threshold level {level} is outside the calibrated range {levels[0]}..{levels[-1]}")
     return float(np.interp(level, levels, [stored[q] for q in levels]))
+
+
+def unseen_video_exceedance(frame_errors: Mapping[str, np.ndarray],
+                            levels: tuple[float, ...] = ALARM_LEVELS) -> dict[str, float] | None:
+    """The share of a calibration video's frames above the line the *other* calibration videos set, averaged over
+    the videos, per level (keys as in `quantiles`); None with fewer than two videos that have scored frames.
+
+    This is what the line promises to tomorrow's footage, measured without a label: 1 - level when normal videos
+    are alike, far more when their errors differ from video to video (a busy day against a quiet one) and too
+    few of them set the line. Lines of single cameras are not told apart: the pooled line is the one checked.
+    """
+    videos = [np.asarray(errors, dtype=np.float64) for errors in frame_errors.values()]
+    videos = [errors[np.isfinite(errors)] for errors in videos if np.isfinite(errors).any()]
+    if len(videos) < 2:
+        return None
+    others = [np.concatenate(videos[:i] + videos[i + 1:]) for i in range(len(videos))]
+    return {str(level): float(np.mean([(errors > np.quantile(rest, level)).mean()
+                                       for errors, rest in zip(videos, others, strict=True)]))
+            for level in levels}

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from memae.calibration import calibrate_errors
+from memae.calibration import calibrate_errors, unseen_video_exceedance
 from memae.datasets.cameras import camera_of
 from memae.metrics import FrameMetrics, frame_metrics
 from memae.scoring import DEFAULT_FRAME_RULE, ErrorRule, FrameRule, anomaly_score, clip_errors, frames_from_clips
@@ -64,7 +64,8 @@ def calibrate_frames(
     source: str = "",
 ) -> dict[str, Any] | None:
     """The model's per-frame error distribution on whole normal videos, per camera (memae.datasets.cameras), made
-    exactly as the scoring job makes frame errors; None when `rows` (video_id, start, uint8 clip) yields none."""
+    exactly as the scoring job makes frame errors, and how often each video exceeds the lines the others set
+    (`unseen_video_exceedance`); None when `rows` (video_id, start, uint8 clip) yields none."""
     model.eval()
     scorer = VideoScorer(clip_len, frame_rule)
     rows = iter(rows)
@@ -80,7 +81,8 @@ def calibrate_frames(
         cameras[camera_of(video_id)].append(errors)
     calibration = calibrate_errors(np.concatenate(list(frames.values())), error_rule, unit="frame", source=source,
                                    cameras={camera: np.concatenate(parts) for camera, parts in cameras.items()})
-    return {**calibration, "frame_rule": frame_rule}
+    exceedance = unseen_video_exceedance(frames)
+    return {**calibration, "frame_rule": frame_rule, **({"unseen_video_exceedance": exceedance} if exceedance else {})}
 
 
 def unique_clip_errors(starts: Iterable[int], errors: Iterable[float]) -> tuple[np.ndarray, np.ndarray]:

@@ -70,6 +70,7 @@ def test_frame_calibration_on_held_out_normal_video_keeps_its_false_alarm_promis
                                    batch_size=16, source="six videos")
     assert calibration["frame_rule"] == "mean" and calibration["num_values"] == 6 * 40
     assert set(calibration["cameras"]) == {"cam1"}
+    assert 0.1 / 3 <= calibration["unseen_video_exceedance"]["0.9"] <= 0.1 * 3  # the videos are alike
     scorer = VideoScorer(clip_len=8, frame_rule="mean")
     batch = list(rows(fresh))
     scorer.add([r["video_id"] for r in batch], [r["start"] for r in batch],
@@ -77,3 +78,17 @@ def test_frame_calibration_on_held_out_normal_video_keeps_its_false_alarm_promis
     fresh_errors = np.concatenate(list(scorer.frame_errors(lengths).values()))
     rate = float((fresh_errors > threshold(calibration, 0.9, "cam1")).mean())
     assert 0.1 / 3 <= rate <= 0.1 * 3  # within a small factor of the nominal 10%
+
+
+def test_unseen_video_exceedance_is_nominal_for_alike_videos_and_far_above_it_for_unlike_ones():
+    from memae.calibration import unseen_video_exceedance
+
+    rng = np.random.default_rng(0)
+    alike = {f"v{i}": rng.normal(1.0, 0.1, 2000) for i in range(6)}
+    nominal = unseen_video_exceedance(alike)
+    assert 0.005 <= nominal["0.99"] <= 0.02 and 0.03 <= nominal["0.95"] <= 0.07
+    # A busy video and a quiet one: each lies wholly above or below the other's line.
+    unlike = {"quiet": rng.normal(1.0, 0.05, 500), "busy": rng.normal(2.0, 0.05, 500)}
+    assert unseen_video_exceedance(unlike)["0.99"] == pytest.approx(0.5)
+    with_nan = {"a": np.array([np.nan, 1.0, 2.0]), "b": np.full(3, np.nan)}
+    assert unseen_video_exceedance(with_nan) is None  # one video with scored frames: nothing to compare it with

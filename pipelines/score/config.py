@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from memae.calibration import DEFAULT_ALARM_LEVEL
 from memae.datasets import DATASETS
 from memae.scoring import ERROR_RULES, FRAME_RULES
 from pipelines.common.config import option
@@ -49,8 +50,9 @@ class ScoreConfig:
         None, "clip to frame: mean of all clips covering a frame, or centre (the paper's); default: the model's "
         "(the rule it was validated with; centre for an official .pt)", choices=list(FRAME_RULES)
     )
-    threshold_level: float = option(0.99, "an alarm opens where a frame's error passes this quantile of the error on "
-                                    "normal video the model did not train on (about 1 - this of normal frames)")
+    threshold_level: float = option(DEFAULT_ALARM_LEVEL, "an alarm opens where a frame's error passes this "
+                                    "quantile of the error on normal video the model did not train on (about 1 - "
+                                    "this of normal frames)")
     release_level: float = option(0.95, "an alarm stays open while the error stays above this quantile (at most "
                                   "--threshold-level)")
     min_event_frames: int = option(8, "alarms shorter than this many frames are dropped")

@@ -119,8 +119,11 @@ def choose_threshold(source: ModelSource, settings: ScoringSettings, listing: Li
     chosen = Threshold(calibration, level, config.release_level, config.min_event_frames, origin)
     count = len(calibration.get("cameras") or {})
     cameras = f", own lines for {count} cameras" if count > 1 else ""
+    expected = (calibration.get("unseen_video_exceedance") or {}).get(str(level))
+    check = (f"; each calibration video passed the line of the others on {100 * expected:.1f}% of its frames"
+             if expected is not None else "")
     echo(f"threshold: error > {chosen.error:.5g} (the {level} quantile of normal {calibration.get('unit', 'clip')} "
-         f"errors; {origin}{cameras}); events last while above the {chosen.release_level} quantile, "
+         f"errors; {origin}{cameras}{check}); events last while above the {chosen.release_level} quantile, "
          f"{config.min_event_frames} frames or more")
     return chosen, failures
 

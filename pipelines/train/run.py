@@ -24,6 +24,7 @@ import ray.train
 import ray.train.torch
 from ray.train.v2.api.callback import UserCallback
 
+from memae.calibration import DEFAULT_ALARM_LEVEL
 from memae.checkpoint import load_checkpoint, model_from_checkpoint
 from memae.evaluation import calibrate_frames
 from pipelines.common.config import flatten, save_config
@@ -251,11 +252,13 @@ def train(config: TrainConfig, callbacks: list[UserCallback] | None = None,
         log_history_plots(history)
         version = None
         if config.register:
+            calibration = calibrate(checkpoint_file, corpus, preset.clip_len, config)
+            report_calibration(calibration, echo)
             version = register_checkpoint(
                 checkpoint_file,
                 config.register,
                 corpus.model_preprocessing(preset.clip_len, config.error_rule, config.frame_rule),
-                calibration=calibrate(checkpoint_file, corpus, preset.clip_len, config),
+                calibration=calibration,
                 alias=config.alias,
             )
         registered = f"registered as {config.register} version {version}" if version else "not registered"
@@ -278,6 +281,23 @@ def checkpoint_history(checkpoint: ray.train.Checkpoint | None) -> list[dict[str
         return []
     with checkpoint.as_directory() as directory:
         return list(load_checkpoint(Path(directory) / CHECKPOINT_FILE)["extra"]["history"])
+
+
+def report_calibration(calibration: dict | None, echo: Callable[[str], None]) -> None:
+    """Says, and logs to the active MLflow run, how often each calibration video passed the alarm line the others
+    set: the false-alarm rate to expect on new normal footage, measured without a label."""
+    import mlflow
+
+    exceedance = (calibration or {}).get("unseen_video_exceedance")
+    if not exceedance:
+        return
+    mlflow.log_metrics({f"calib_unseen_video_exceedance_{level}": share for level, share in exceedance.items()})
+    share, nominal = exceedance[str(DEFAULT_ALARM_LEVEL)], 1 - DEFAULT_ALARM_LEVEL
+    advice = ("" if share <= 3 * nominal else
+              ": the calibration videos differ from one another more than the line allows, so expect more alarms on "
+              "new normal footage than the level says; calibrate on more normal video (--holdout-fraction)")
+    echo(f"alarm check without labels: each calibration video passed the {DEFAULT_ALARM_LEVEL} line of the others on "
+         f"{100 * share:.1f}% of its frames (nominal {100 * nominal:.1f}%){advice}")
 
 
 def log_history_plots(history: list[dict[str, float]]) -> None:

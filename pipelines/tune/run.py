@@ -29,7 +29,7 @@ from pipelines.common.tracking import configure_mlflow
 from pipelines.ingest.corpus import Corpus
 from pipelines.registry.pyfunc import register_checkpoint
 from pipelines.train.config import TrainConfig
-from pipelines.train.run import calibrate, find_mlflow_run, storage_path_for, validation_corpus
+from pipelines.train.run import calibrate, find_mlflow_run, report_calibration, storage_path_for, validation_corpus
 from pipelines.tune.config import TuneConfig
 from pipelines.tune.plan import (
     MODES,
@@ -181,11 +181,12 @@ def sweep(config: TuneConfig) -> SweepResult:
         elif best is None:
             print(f"sweep {name}: no trial measured {objective}", flush=True)
         elif config.register:
+            calibration = calibrate(best["checkpoint"], corpus, clip_len, config.train_config())
+            report_calibration(calibration, lambda line: print(line, flush=True))
             version = register_checkpoint(
                 best["checkpoint"], config.register,
                 corpus.model_preprocessing(clip_len, config.error_rule, config.frame_rule),
-                calibration=calibrate(best["checkpoint"], corpus, clip_len, config.train_config()),
-                alias=config.alias,
+                calibration=calibration, alias=config.alias,
             )
             print(f"registered trial {best['trial']}'s checkpoint as {config.register} v{version}", flush=True)
     return SweepResult(name=name, path=str(folder), objective=objective, mode=MODES[objective],

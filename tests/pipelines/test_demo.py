@@ -28,4 +28,9 @@ def test_the_demo_runs_end_to_end_and_prints_the_archive_figures_beside_the_pape
     assert float(alarms.group(2)) == pytest.approx(100 * metrics["threshold"]["flag_recall"], abs=0.5)
     assert result.archive_auc == metrics["global"]["auc_micro"] and result.model_version == "1"
     assert "held-out" in metrics["threshold"]["source"], "the alarm is calibrated on videos not trained on"
+    # The label-free check of the alarm line (two held-out videos, each against the other's line) is printed by
+    # training and travels with the registered model to the scoring job's threshold line.
+    trained = re.search(r"alarm check without labels: .* on ([0-9.]+)% of its frames \(nominal 1.0%\)", text)
+    scoring = re.search(r"threshold: .*each calibration video passed the line of the others on ([0-9.]+)%", text)
+    assert trained and scoring and trained.group(1) == scoring.group(1), text
     assert (result.scores_dir / "report" / "index.html").is_file()
