@@ -9,8 +9,8 @@ then score the test videos and print
 - archive-wide AUC: raw scores pooled over all test videos (what a threshold works with),
 - FAR / recall: the share of normal / anomalous test frames inside an alarm event at the default level,
 - FAR on unseen normal videos: the share of frames of whole normal videos (more videos of the training split, neither
-  trained on nor held out) inside an alarm: the cleanest check of the threshold's promise, since test videos are
-  only a quarter normal and that quarter is their quiet start,
+  trained on nor held out) inside an alarm: the cleanest check of the threshold's promise, since test frames are
+  about 40% normal, mostly the quiet start of each video and the frames next to an anomaly,
 - recall per kind of anomaly (cart, cyclist, runner, skater): which anomalies the errors see at all,
 - pixel AUROC from the error maps against the corpus's masks.
 
