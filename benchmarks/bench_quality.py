@@ -49,6 +49,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.synthetic import ANOMALY_KINDS, SynthConfig, write_corpus  # noqa: E402
+from memae.calibration import DEFAULT_ALARM_LEVEL  # noqa: E402
 from memae.datasets import Preprocess, decode, load_masks, open_dataset  # noqa: E402
 from memae.losses import DEFAULT_ALPHA  # noqa: E402
 from memae.metrics import frame_metrics, pixel_auc  # noqa: E402
@@ -61,7 +62,7 @@ from memae.training import train_one_epoch  # noqa: E402
 from memae.transforms import clips_to_tensor  # noqa: E402
 from pipelines.train.run import split_holdout  # noqa: E402
 
-LEVEL = 0.99
+LEVEL = DEFAULT_ALARM_LEVEL
 
 
 @dataclass
