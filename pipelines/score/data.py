@@ -198,7 +198,7 @@ def unit_frames(unit: VideoUnit, settings: ScoringSettings) -> tuple[Iterator[np
     frames = open_frames(unit.record, Preprocess((settings.height, settings.width), settings.color))
     try:
         record = frames.header()
-        if record.is_video_file and (issue := declared_label_issue(record)) is not None:
+        if (issue := declared_label_issue(record)) is not None:
             raise VideoDecodeError(issue.file, issue.reason)
     except BaseException:
         frames.close()
