@@ -15,7 +15,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+# scikit-learn is imported by the functions that use it: it costs about 0.7 s of CPU to import, and every Ray worker
+# that unpickles a training or scoring function imports this module without needing a metric.
 
 # The pixel AUROC pools at most this many pixels (about 100 MB of working arrays), subsampling beyond it.
 MAX_PIXELS = 2_000_000
@@ -47,6 +49,8 @@ def scored_frames(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, n
 
 def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> float:
     """The error rate where false positives and false negatives are equally frequent (interpolated)."""
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, _ = roc_curve(labels, scores)
     fnr = 1.0 - tpr
     crossing = int(np.argmax(fnr <= fpr))
@@ -64,6 +68,8 @@ def frame_metrics(labels: Mapping[str, np.ndarray], scores: Mapping[str, np.ndar
 
     Scores must grow with abnormality (e.g. `memae.scoring.anomaly_score`).
     """
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
     missing = set(labels) ^ set(scores)
     if missing:
         raise ValueError(f"videos with labels but no scores or the reverse: {sorted(missing)[:5]}")
@@ -99,6 +105,8 @@ def pixel_auc(
     Pixels are compared at the masks' resolution: each mask pixel takes the error of the map pixel that holds its
     centre (nearest neighbour), so the ground truth is never resampled. NaN when the pixels hold one class only.
     """
+    from sklearn.metrics import roc_auc_score
+
     missing = set(masks) ^ set(maps)
     if missing:
         raise ValueError(f"videos with masks but no error maps or the reverse: {sorted(missing)[:5]}")

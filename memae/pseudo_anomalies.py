@@ -18,7 +18,6 @@ of what it has never seen; the score needs no labels, so model selection stays o
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 SPEED_FACTOR = 2  # frames skipped by `speed_up`: walkers become runners
 PATCH_FRACTION = 0.2  # side of a pasted patch, as a fraction of the frame's side
@@ -77,6 +76,8 @@ def pseudo_anomaly_pairs(windows: np.ndarray, clip_len: int,
 
 def pseudo_anomaly_auc(normal_errors: np.ndarray, edited_errors: np.ndarray) -> float:
     """How well clip errors separate edited clips from normal ones: 1 perfectly, 0.5 not at all."""
+    from sklearn.metrics import roc_auc_score  # where used: see memae/metrics.py
+
     normal_errors, edited_errors = np.asarray(normal_errors, float), np.asarray(edited_errors, float)
     labels = np.concatenate([np.zeros(len(normal_errors)), np.ones(len(edited_errors))])
     return float(roc_auc_score(labels, np.concatenate([normal_errors, edited_errors])))

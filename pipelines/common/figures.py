@@ -7,14 +7,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def new_figure(**kwargs: Any) -> Figure:
-    """A Figure with its own Agg canvas (kwargs as for `Figure`, e.g. figsize and dpi)."""
+    """A Figure with its own Agg canvas (kwargs as for `Figure`, e.g. figsize and dpi).
+
+    matplotlib is imported here, when a figure is drawn: importing it costs about half a second of CPU, which every
+    Ray worker that unpickles a training or scoring function would otherwise pay.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(**kwargs)
     FigureCanvasAgg(figure)
     return figure
