@@ -124,9 +124,11 @@ def children_of(parent_run_id: str) -> list:
 def test_grid_sweep_nests_trials_survives_failed_ones_picks_the_best_auc_and_registers(base, tiny_train_shards, capsys):
     with pytest.raises(ValueError, match="--oracle"):
         sweep(replace(base, name="refused", val_shards=str(tiny_train_shards)))
-    # Three trials: two learning rates that train and one that fails at once (a failed trial is as cheap as can be)
+    # Three trials, two at a time: two learning rates that train and one that fails at once (a failed trial is as
+    # cheap as can be)
     config = replace(base, name="grid", val_shards=str(tiny_train_shards), oracle=True, mem_dim_space="choice:50",
-                     lr_space="choice:0.001,0.003,-1", register="tiny-sweep", alias="champion")
+                     lr_space="choice:0.001,0.003,-1", max_concurrent_trials=2, register="tiny-sweep",
+                     alias="champion")
     result = sweep(config)
     out = capsys.readouterr().out
 
