@@ -11,6 +11,7 @@ metrics to the MLflow run that the driver opened; the driver then draws the curv
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -134,6 +135,17 @@ def configure_ray_data() -> None:
     context.print_on_execution_start = False
 
 
+# How often Ray Train's controller polls its workers (Ray's default: every 2 s). Each step of a run (workers started,
+# workers done) waits for the next poll; at 0.5 s a run ends 2-5 s sooner, for a poll per worker twice a second.
+# Set before the trainer is made, which passes it on to the controller; a value in the environment wins.
+HEALTH_CHECK_INTERVAL_S = "0.5"
+
+
+def configure_ray_train() -> None:
+    """Ray Train's controller notices finished and failed workers within half a second (HEALTH_CHECK_INTERVAL_S)."""
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", HEALTH_CHECK_INTERVAL_S)
+
+
 def storage_path_for(config: TrainConfig) -> str:
     """A URI as given; a local folder made absolute (and refused when it would vanish with a submitted job)."""
     if "://" in config.storage_path:
@@ -177,6 +189,7 @@ def train(config: TrainConfig, callbacks: list[UserCallback] | None = None,
 
     init_ray()
     configure_ray_data()
+    configure_ray_train()
     tracking_uri = configure_mlflow(config.tracking_uri, config.experiment)
     use_gpu, resources, threads = worker_resources(config)
     train_ids = [v.video_id for v in corpus.videos("train")]
