@@ -179,7 +179,22 @@ class MemAE2D(nn.Module):
             raise ValueError(
                 f"expected images N x {self.in_channels} x H x W with H, W divisible by 8, got {tuple(x.shape)}"
             )
-        return encode_remember_decode(self, x)
+        return encode_remember_decode(self, with_row_major_strides(x))
+
+
+def with_row_major_strides(x: torch.Tensor) -> torch.Tensor:
+    """`x` itself if its strides are plain N x C x H x W, else a copy that has them.
+
+    Images permuted from N x H x W x C arrive channels-last, and on AVX2 CPUs oneDNN's weight gradient of a 1x1
+    stride-2 convolution (this network's first layer) writes past its buffer for channels-last input with fewer
+    than 8 channels (uxlfoundation/oneDNN#6035): heap corruption with one thread, both threads spinning forever
+    with two. `contiguous()` does not help: a one-channel channels-last tensor already counts as contiguous.
+    """
+    strides, step = [], 1
+    for size in reversed(x.shape):
+        strides.insert(0, step)
+        step *= size
+    return x if list(x.stride()) == strides else x.clone(memory_format=torch.contiguous_format)
 
 
 def _relu_block(conv: nn.Module, channels: int) -> list[nn.Module]:

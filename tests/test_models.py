@@ -1,5 +1,7 @@
 """Shapes, parameter counts, the official state_dict layout, the seed API and checkpoint round trips."""
 
+import subprocess
+import sys
 from dataclasses import asdict
 
 import pytest
@@ -188,3 +190,37 @@ def test_mnad_variant_decodes_the_query_stacked_with_its_memory_read():
     torch.testing.assert_close(out["att"], read["att"])
     with pytest.raises(ValueError, match="needs the memory"):
         MemAE3D(width=0.125, use_memory=False, concat_query=True)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_image_model_hands_its_first_convolution_row_major_images(channels):
+    """Images permuted from N x H x W x C are channels-last; the 2D model copies them before its first layer,
+    whose oneDNN weight gradient corrupts the heap on channels-last input (uxlfoundation/oneDNN#6035)."""
+    model = create_model("memae2d", in_channels=channels)
+    seen = []
+    model.encoder[0].register_forward_pre_hook(lambda _, args: seen.append(args[0].stride()))
+    images = torch.rand(4, 16, 16, channels).permute(0, 3, 1, 2)
+    model(images)
+    row_major = torch.rand(4, channels, 16, 16)
+    model(row_major)
+    assert seen == [(256 * channels, 256, 16, 1)] * 2
+    assert model.encoder[0].kernel_size == (1, 1) and model.encoder[0].stride == (2, 2)
+
+
+def test_image_model_trains_on_channels_last_grey_images_without_corrupting_memory(tmp_path):
+    """Where oneDNN's AVX2 1x1 kernel is used, this crashed (one thread) or hung (two) before the copy; elsewhere
+    it passes either way. A child process, so a regression fails this test instead of the whole run."""
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import torch\n"
+        "from memae import create_model\n"
+        "torch.manual_seed(0); torch.set_num_threads(1)\n"
+        "model = create_model('ae2d')\n"
+        "images = torch.rand(48, 8, 8, 1).permute(0, 3, 1, 2) * 2 - 1\n"
+        "for step in range(200):\n"
+        "    batch = images[torch.randperm(48)[:16]]\n"
+        "    ((model(batch)['output'] - batch) ** 2).mean().backward()\n"
+        "print('trained')\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "trained", done.stderr[-2000:]
