@@ -141,7 +141,8 @@ class MemAE2D(nn.Module):
     The paper's appendix: encoder Conv2(1,2,16)-Conv2(3,2,32)-Conv2(3,2,64) for MNIST and (3,2,64)-(3,2,128)-
     (3,2,256) for CIFAR-10, written Conv2(kernel, stride, channels), each with batch norm and ReLU, a mirrored
     decoder of stride-2 transposed convolutions, memory over every position of the code. Images must have
-    height and width divisible by 8; pixels in [-1, 1].
+    height and width divisible by 8; pixels in [-1, 1]. The first kernel is the paper's for the input: 1 for grey
+    (MNIST), 3 for colour (CIFAR-10).
     """
 
     def __init__(
@@ -157,8 +158,9 @@ class MemAE2D(nn.Module):
         super().__init__()
         c1, c2, c3 = channels
         self.in_channels = in_channels
+        kernel = 1 if in_channels == 1 else 3
         self.encoder = nn.Sequential(
-            *_relu_block(nn.Conv2d(in_channels, c1, 1, stride=2), c1),
+            *_relu_block(nn.Conv2d(in_channels, c1, kernel, stride=2, padding=kernel // 2), c1),
             *_relu_block(nn.Conv2d(c1, c2, 3, stride=2, padding=1), c2),
             *_relu_block(nn.Conv2d(c2, c3, 3, stride=2, padding=1), c3),
         )

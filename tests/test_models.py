@@ -204,7 +204,16 @@ def test_image_model_hands_its_first_convolution_row_major_images(channels):
     row_major = torch.rand(4, channels, 16, 16)
     model(row_major)
     assert seen == [(256 * channels, 256, 16, 1)] * 2
-    assert model.encoder[0].kernel_size == (1, 1) and model.encoder[0].stride == (2, 2)
+
+
+def test_image_model_first_kernel_is_the_papers_for_grey_and_colour():
+    """Appendix: Conv2(1,2,16) first for MNIST, Conv2(3,2,64) for CIFAR-10 (kernel, stride, channels)."""
+    grey = create_model("memae2d", in_channels=1)
+    colour = create_model("memae2d", in_channels=3, channels=(64, 128, 256))
+    first, colour_first = grey.encoder[0], colour.encoder[0]
+    assert (first.kernel_size, first.stride, first.out_channels) == ((1, 1), (2, 2), 16)
+    assert (colour_first.kernel_size, colour_first.stride, colour_first.padding) == ((3, 3), (2, 2), (1, 1))
+    assert colour(torch.zeros(2, 3, 32, 32))["output"].shape == (2, 3, 32, 32)
 
 
 def test_image_model_trains_on_channels_last_grey_images_without_corrupting_memory(tmp_path):
