@@ -292,10 +292,8 @@ def run_benchmark(
     """Every method on every (seed, class) split; the figure comes from the first split.
 
     Every split runs on one thread (torch, BLAS, OpenMP): these small networks gain little from intra-op
-    threads. (The heap corruption once blamed on two oneDNN threads was oneDNN's 1x1 kernel on channels-last
-    images, with any number of threads; `MemAE2D` now avoids it: `memae.models.with_row_major_strides`.) With
-    `workers` > 1 the splits run in that many spawned processes instead of in this one. Every split seeds its
-    own generators, so the results do not depend on `workers`.
+    threads. With `workers` > 1 the splits run in that many spawned processes instead of in this one. Every split
+    seeds its own generators, so the results do not depend on `workers`.
     """
     config = config.for_data(data.channels)
     present = np.unique(data.labels).tolist()
