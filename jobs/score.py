@@ -18,7 +18,8 @@ What a run does with the results earlier runs of the same model left in --out:
   --incremental  nightly: scores only the videos this model has not scored into --out yet and those whose file changed
                  since (size or modification time; with --hash its content); a file modified less than --settle-s
                  seconds ago (default 300) may still be being written and is deferred to the next run (reported as
-                 deferred: neither scored nor failed). A killed run is finished by running it again.
+                 deferred: neither scored nor failed). A killed run is finished by running it again. The tables in
+                 --out cover every video scored so far; the run's MLflow artifacts, only the videos it scored.
   --restart      discards this model's earlier results in --out first (the only way anything is deleted; other models'
                  results are never touched), then scores as above.
 One job writes an output folder at a time; a second one exits with status 4 naming the first (or waits --wait-s).

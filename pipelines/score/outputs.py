@@ -31,7 +31,7 @@ finished is the ledger's business (pipelines/score/ledger.py).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -152,7 +152,10 @@ class MapSpool:
 
 @dataclass
 class Outputs:
-    """What was rebuilt: file paths, per-video summaries, metrics (None without labels) and material for plots."""
+    """What was rebuilt: file paths, per-video summaries, metrics (None without labels) and material for plots.
+
+    `run_files`: the same tables for the videos of this run alone, when asked for (`rebuild_outputs`'s `run_keys`).
+    """
 
     files: dict[str, Path]
     summaries: list[dict]
@@ -161,61 +164,92 @@ class Outputs:
     curves: list[dict] = field(default_factory=list)
     roc: dict[str, Any] | None = None
     worst: list[dict] = field(default_factory=list)
+    run_files: dict[str, Path] = field(default_factory=dict)
+
+
+class _Tables:
+    """frame_scores.parquet, video_summary.json and segments.parquet of one folder, written a video at a time; each
+    file appears whole (atomically) at `close`."""
+
+    def __init__(self, folder: Path, threshold: Threshold) -> None:
+        self.folder, self.threshold = folder, threshold
+        self.frame_tmp = temporary_path(folder / FRAME_SCORES)
+        self.writer = pq.ParquetWriter(self.frame_tmp, FRAME_SCHEMA)
+        self.summaries: list[dict] = []
+        self.segments: list[dict] = []
+
+    def add(self, summary: dict, video: dict[str, np.ndarray] | None = None, segments: Iterable[dict] = ()) -> None:
+        if video is not None:
+            self.writer.write_table(pa.table(video, schema=FRAME_SCHEMA))
+        self.summaries.append(summary)
+        self.segments.extend(segments)
+
+    def close(self) -> dict[str, Path]:
+        self.writer.close()
+        replace_atomically(self.frame_tmp, self.folder / FRAME_SCORES)
+        write_json_atomic(self.folder / SUMMARY, json_ready({"threshold": self.threshold.as_dict(),
+                                                             "videos": self.summaries}))
+        _write_segments(self.folder / SEGMENTS, self.segments)
+        return {"frame_scores": self.folder / FRAME_SCORES, "video_summary": self.folder / SUMMARY,
+                "segments": self.folder / SEGMENTS}
 
 
 def rebuild_outputs(out: Path, section: LedgerSection, threshold: Threshold, settings: ScoringSettings,
-                    plot_videos: int, worst_frames: int, default_fps: float | None = None) -> Outputs:
+                    plot_videos: int, worst_frames: int, default_fps: float | None = None,
+                    run_keys: tuple[Collection[str], Path] | None = None) -> Outputs:
     """Rewrites frame_scores.parquet, video_summary.json, segments.parquet and metrics.json from the per-video files.
 
     Videos come in (split, video_id) order whatever order they finished in, so identical per-video files give
-    byte-identical tables.
+    byte-identical tables. `run_keys` (keys, folder): also writes the three tables of just those videos into that
+    folder (`Outputs.run_files`), what a nightly run logs to MLflow instead of the whole history every night.
     """
     entries = sorted(section.videos.items())
     offline = None if threshold.calibration else _offline_scale(out, [e for _, e in entries if e.scored])
-    summaries, segment_rows, curves, worst = [], [], [], []
+    curves, worst = [], []
     labelled: dict[str, Labelled] = {}
-    frame_tmp = temporary_path(out / FRAME_SCORES)
-    with pq.ParquetWriter(frame_tmp, FRAME_SCHEMA) as writer:
-        for key, entry in entries:
-            if not entry.scored:
-                summaries.append({"key": key, **_base_summary(entry), "scored": False})
-                continue
-            table = pq.read_table(out / entry.file)
-            fps = entry.fps or default_fps
-            video = _video_columns(table, entry, fps, threshold, offline or threshold.scale(entry.video_id))
-            writer.write_table(pa.table(video, schema=FRAME_SCHEMA))
-            segments = anomalous_segments(video["flagged"], video["error"], fps)
-            for s in segments:
-                segment_rows.append({"video_id": entry.video_id, "split": entry.split, **s.as_dict(),
-                                     "peak_error": s.peak_value})
-            errors, labels = video["error"], video["label"]
-            finite = ~np.isnan(errors)
-            summaries.append({
-                "key": key, **_base_summary(entry), "scored": True,
-                "max_error": _nanmax(errors),
-                "max_score_global": _nanmax(video["score_global"]),
-                "peak_frame": int(np.nanargmax(errors)) if finite.any() else None,
-                "frames_flagged": int(video["flagged"].sum()),
-                "segments": [s.as_dict() for s in segments],
-            })
-            if (labels >= 0).all():
-                labelled[key] = Labelled(labels, errors, video["score_global"], video["flagged"])
-            curves.append({"key": key, "errors": errors, "score_global": video["score_global"], "labels": labels,
-                           "flags": video["flagged"],
-                           "peak": _nanmax(errors), "anomalous": bool((labels == 1).any())})
-            if len(curves) > 2 * plot_videos:  # keep memory flat over a large archive
-                curves = _curves_to_plot(curves, plot_videos)
-            worst = _worst(worst + _peaks(key, errors, settings.clip_len, worst_frames), worst_frames)
-    replace_atomically(frame_tmp, out / FRAME_SCORES)
-    write_json_atomic(out / SUMMARY, json_ready({"threshold": threshold.as_dict(), "videos": summaries}))
-    _write_segments(out / SEGMENTS, segment_rows)
-    files = {"frame_scores": out / FRAME_SCORES, "video_summary": out / SUMMARY, "segments": out / SEGMENTS}
+    tables = _Tables(out, threshold)
+    run_only, run_tables = (set(run_keys[0]), _Tables(run_keys[1], threshold)) if run_keys else (set(), None)
+    for key, entry in entries:
+        targets = [tables, run_tables] if key in run_only else [tables]
+        if not entry.scored:
+            for target in targets:
+                target.add({"key": key, **_base_summary(entry), "scored": False})
+            continue
+        table = pq.read_table(out / entry.file)
+        fps = entry.fps or default_fps
+        video = _video_columns(table, entry, fps, threshold, offline or threshold.scale(entry.video_id))
+        segments = anomalous_segments(video["flagged"], video["error"], fps)
+        segment_rows = [{"video_id": entry.video_id, "split": entry.split, **s.as_dict(), "peak_error": s.peak_value}
+                        for s in segments]
+        errors, labels = video["error"], video["label"]
+        finite = ~np.isnan(errors)
+        summary = {
+            "key": key, **_base_summary(entry), "scored": True,
+            "max_error": _nanmax(errors),
+            "max_score_global": _nanmax(video["score_global"]),
+            "peak_frame": int(np.nanargmax(errors)) if finite.any() else None,
+            "frames_flagged": int(video["flagged"].sum()),
+            "segments": [s.as_dict() for s in segments],
+        }
+        for target in targets:
+            target.add(summary, video, segment_rows)
+        if (labels >= 0).all():
+            labelled[key] = Labelled(labels, errors, video["score_global"], video["flagged"])
+        curves.append({"key": key, "errors": errors, "score_global": video["score_global"], "labels": labels,
+                       "flags": video["flagged"],
+                       "peak": _nanmax(errors), "anomalous": bool((labels == 1).any())})
+        if len(curves) > 2 * plot_videos:  # keep memory flat over a large archive
+            curves = _curves_to_plot(curves, plot_videos)
+        worst = _worst(worst + _peaks(key, errors, settings.clip_len, worst_frames), worst_frames)
+    files = tables.close()
+    run_files = run_tables.close() if run_tables is not None else {}
     metrics, note, roc = _metrics(labelled, threshold, settings)
     (out / METRICS).unlink(missing_ok=True)  # never leave the metrics of an earlier, different selection
     if metrics is not None:
         write_json_atomic(out / METRICS, json_ready(metrics))
         files["metrics"] = out / METRICS
-    return Outputs(files, summaries, metrics, note, _curves_to_plot(curves, plot_videos), roc, worst)
+    return Outputs(files, tables.summaries, metrics, note, _curves_to_plot(curves, plot_videos), roc, worst,
+                   run_files)
 
 
 def _worst(frames: list[dict], count: int) -> list[dict]:

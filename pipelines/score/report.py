@@ -90,7 +90,8 @@ def mlflow_run(config: ScoreConfig, tags: dict[str, str]) -> contextlib.Abstract
 
 def log_run(config: ScoreConfig, out: Path, outputs: Outputs, plots: list[Path], report: dict[str, Any],
             settings: ScoringSettings, limit: Threshold) -> None:
-    """Params, metrics, plots and output tables in the active MLflow run."""
+    """Params, metrics, plots and output tables in the active MLflow run; with --incremental the tables hold the videos
+    this run scored (the whole history stays in --out), so a nightly store grows by a night, not by the archive."""
     import mlflow
 
     mlflow.log_params({k: v for k, v in flatten(config).items() if v is not None})
@@ -110,7 +111,8 @@ def log_run(config: ScoreConfig, out: Path, outputs: Outputs, plots: list[Path],
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
     for path in plots:
         mlflow.log_artifact(str(path), "plots")
-    for path in [*outputs.files.values(), out / REPORT_FILE]:
+    tables = {**outputs.files, **outputs.run_files}  # --incremental: this run's videos, not the whole history again
+    for path in [*tables.values(), out / REPORT_FILE]:
         mlflow.log_artifact(str(path), "outputs")
     with tempfile.TemporaryDirectory() as tmp:
         save_config(config, Path(tmp) / "score_config.yaml")

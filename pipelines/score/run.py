@@ -10,7 +10,8 @@ has them), cuts the blocks into clips and turns them into clip errors and, with 
 (actors.py); the driver gathers each video's clips (collect.py)
 and, as soon as a video is complete, writes its per-frame scores and records it in the ledger (outputs.py,
 ledger.py). A corrupt video ends in a "failed" outcome and is reported; the others are scored. At the end the tables,
-metrics and plots are rebuilt from the per-video files and logged to one MLflow run (report.py).
+metrics and plots are rebuilt from the per-video files and logged to one MLflow run (report.py); with
+--incremental that run gets the tables of the videos it scored, not the whole history again.
 
 One job writes an output folder at a time: it holds the folder's lock (pipelines/common/lock.py) from before its
 start-up clean-up to its last write. Which listed videos it scores is changes.py's business: every one (replacing
@@ -21,6 +22,7 @@ tasks (isolated.py), so a decoder crash costs one video.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -87,7 +89,8 @@ class _Plan:
     deferred: list[VideoOutcome]
     problems: list[VideoOutcome]  # failed before scoring: paths refused, calibration videos unreadable
     limit: Threshold
-    found_on_disk: int = 0  # complete per-video files the ledger had not recorded (a killed run's last videos)
+    found_on_disk: list[str] = field(default_factory=list)  # keys of complete per-video files the ledger had not
+    # recorded, recorded now (a killed run's last videos)
     redone: list[str] = field(default_factory=list)  # per-video files there that are scored again: why each
 
 
@@ -121,13 +124,17 @@ def _score(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStack)
             "memae.incremental": str(config.incremental)}
     with mlflow_run(config, tags) as active:
         videos = _score_videos(plan, config, echo)
+        run_keys = None
+        if active is not None and config.incremental:  # a night logs its own videos, not the whole history again
+            keys = {o.key for o in videos.outcomes if o.status != "failed"} | set(plan.found_on_disk)
+            run_keys = keys, Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="memae-run-tables-")))
         outputs = rebuild_outputs(out, plan.section, plan.limit, settings, config.plot_videos, config.worst_frames,
-                                  config.fps)
+                                  config.fps, run_keys)
         plots = plot_outputs(out, outputs, plan.limit, worst_images(outputs, listing, source, settings, config, echo))
         elapsed = time.perf_counter() - started
         failed = listing.problems + plan.problems + videos.failed
         report = score_report(config, source, listing, plan.skipped, videos, failed, elapsed, outputs, plan.limit,
-                              plan.changed, plan.deferred) | {"found_on_disk": plan.found_on_disk,
+                              plan.changed, plan.deferred) | {"found_on_disk": len(plan.found_on_disk),
                                                               "redone": plan.redone}
         write_json_atomic(out / REPORT_FILE, report)
         page = write_review(out, config, source, listing, settings, plan.limit, plan.section, outputs, report, echo)
@@ -202,7 +209,7 @@ def _prepare(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStac
     limit, unreadable = choose_threshold(source, settings, listing, ledger, section, config, echo)
     return _Plan(out, source, listing, settings, ledger, section, chosen.todo, chosen.stamps, len(chosen.skipped),
                  chosen.changed, chosen.deferred, refused + unreadable, limit,
-                 len(found.recorded) if found else 0, found.redone if found else [])
+                 list(found.recorded) if found else [], found.redone if found else [])
 
 
 def _writable(units: list[VideoUnit], folder: Path) -> tuple[list[VideoUnit], list[VideoOutcome]]:

@@ -249,23 +249,33 @@ def test_incremental_runs_skip_scored_videos_append_new_ones_and_never_duplicate
     (archive / "testing" / "test_frame_mask" / "03.npy").rename(tmp_path / "03.npy")
     out = tmp_path / "out"
     args = ["--model", "models:/planted@champion", "--dataset", "frames", "--root", str(archive), "--out", str(out),
-            "--incremental", "--settle-s", "0", "--frame-rule", "mean", "--mlflow", "false"]
-    assert score_main(args) == 0
+            "--incremental", "--settle-s", "0", "--frame-rule", "mean"]
+    assert score_main([*args, "--mlflow", "false"]) == 0
     assert sorted(read_scores(out).video_id.unique()) == ["01", "02"]
 
-    assert score_main(args) == 0  # nothing new: nothing scored, outputs unchanged
+    assert score_main([*args, "--mlflow", "false"]) == 0  # nothing new: nothing scored, outputs unchanged
     report = json.loads((out / "score_report.json").read_text())
     assert report["scored"] == 0 and report["skipped_already_scored"] == 2
 
     shutil.move(held_back, archive / "testing" / "frames" / "03")
     (tmp_path / "03.npy").rename(archive / "testing" / "test_frame_mask" / "03.npy")
-    assert score_main(args) == 0
+    assert score_main([*args, "--run-name", "night-3"]) == 0
     report = json.loads((out / "score_report.json").read_text())
     assert report["scored"] == 1 and report["skipped_already_scored"] == 2
     frames = read_scores(out)
     assert not frames.duplicated(["video_id", "frame"]).any()
     _, reference, _ = registry_run  # the same model and settings in one go
     pd.testing.assert_frame_equal(frames, read_scores(reference))
+
+    # The night's MLflow run holds the tables of the one video it scored, not the whole history again.
+    run = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`mlflow.runName` = 'night-3'",
+                             output_format="list")[0]
+    client = mlflow.tracking.MlflowClient()
+    logged = pd.read_parquet(client.download_artifacts(run.info.run_id, "outputs/frame_scores.parquet"))
+    pd.testing.assert_frame_equal(logged.reset_index(drop=True),
+                                  frames[frames.video_id == "03"].reset_index(drop=True))
+    summary = json.loads(Path(client.download_artifacts(run.info.run_id, "outputs/video_summary.json")).read_text())
+    assert [v["video_id"] for v in summary["videos"]] == ["03"]
 
 
 def test_a_changed_setting_is_refused_in_incremental_mode(corpus, registry_run, ray_session, capsys):

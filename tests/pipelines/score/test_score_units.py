@@ -12,6 +12,7 @@ import pickle
 from dataclasses import asdict, replace
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -472,6 +473,33 @@ def test_rebuilt_tables_put_every_video_on_one_unclipped_global_scale(tmp_path):
     rebuild_outputs(tmp_path, section, offline, settings, plot_videos=2, worst_frames=2)
     frames = pq.read_table(outputs.files["frame_scores"]).to_pandas()
     np.testing.assert_allclose(frames.score_global, [np.nan, 0.0, 0.2, 1.0, 0.6, 0.6, 0.4, np.nan])
+
+
+def test_the_tables_of_a_runs_own_videos_are_the_whole_tables_rows_of_those_videos(tmp_path):
+    ledger = Ledger(tmp_path)
+    settings = ScoringSettings(clip_len=2, height=4, width=4, channels=1, stride=1, error_rule="l1", frame_rule="mean")
+    section = ledger.open_section("m", {}, {})
+    for video_id, values in {"a": [0.5, 3.0, 3.0, 0.5], "b": [0.5, 3.0, 0.5], "c": [1.0, 1.0]}.items():
+        path = video_path(ledger.folder("m"), "test", video_id, ".parquet")
+        n = len(values)
+        write_video_scores(path, video_id, "test", np.array(values), np.zeros(n), np.zeros(n, np.int8))
+        ledger.record(section, f"test/{video_id}", entry(video_id, str(path.relative_to(tmp_path)), num_frames=n))
+    ledger.record(section, "test/short", entry("short", None, num_frames=1))
+    quantiles = {"quantiles": {"0.5": 1.0, "0.95": 2.0, "0.99": 2.0}}
+    calibrated = Threshold(quantiles, level=0.99, release_level=0.95, min_event_frames=1, source="test")
+    outputs = rebuild_outputs(tmp_path, section, calibrated, settings, plot_videos=2, worst_frames=2,
+                              run_keys=({"test/b", "test/short"}, tmp_path / "run"))
+
+    assert set(outputs.run_files) == {"frame_scores", "video_summary", "segments"}
+    assert all(path.parent == tmp_path / "run" for path in outputs.run_files.values())
+    whole, own = (pq.read_table(files["frame_scores"]).to_pandas() for files in (outputs.files, outputs.run_files))
+    assert sorted(whole.video_id.unique()) == ["a", "b", "c"]
+    pd.testing.assert_frame_equal(own, whole[whole.video_id == "b"].reset_index(drop=True))
+    summary = json.loads(outputs.run_files["video_summary"].read_text())
+    assert [v["key"] for v in summary["videos"]] == ["test/b", "test/short"]
+    assert pq.read_table(outputs.run_files["segments"]).column("video_id").to_pylist() == ["b"]
+    assert len(pq.read_table(outputs.files["segments"])) == 2
+    assert rebuild_outputs(tmp_path, section, calibrated, settings, plot_videos=2, worst_frames=2).run_files == {}
 
 
 def test_the_alarm_share_counts_flagged_frames_of_scored_videos_against_the_nominal_rate(tmp_path):
