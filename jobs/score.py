@@ -20,12 +20,14 @@ What a run does with the results earlier runs of the same model left in --out:
                  seconds ago (default 300) may still be being written and is deferred to the next run (reported as
                  deferred: neither scored nor failed). A killed run is finished by running it again. The tables in
                  --out cover every video scored so far; the run's MLflow artifacts, only the videos it scored.
+  --since T      scores only videos modified at or after T (a date, or an age: 7d); older ones this model never
+                 scored are left alone: a new model version (a moved @champion) starts from recent footage.
   --restart      discards this model's earlier results in --out first (the only way anything is deleted; other models'
                  results are never touched), then scores as above.
 One job writes an output folder at a time; a second one exits with status 4 naming the first (or waits --wait-s).
 
 Exit status (the same table for every job, pipelines/common/exit_codes.py):
-  0  every listed video was scored (or skipped as already scored, or deferred)
+  0  every listed video was scored (or skipped as already scored, deferred, or left alone as older than --since)
   1  some inputs failed, each reported with its file and reason in score_report.json; the rest were scored (a retry
      does not help: the files need a person)
   2  the job could not start: bad arguments, model or data not found, settings that contradict earlier runs in --out

@@ -8,9 +8,11 @@ keeps the stamp a video was scored from. An incremental run then scores a video 
 - its source changed: another size or time (with --hash: other content, so a file merely touched is not rescored);
 
 and defers it, reported but neither scored nor failed, while its source was modified less than --settle-s seconds
-ago: a camera may still be writing it. A run without --incremental scores every listed video. An entry recorded
-before stamps existed takes its source's current stamp without being rescored, and one recorded under an id of an
-earlier version (a file stem, where ids are now paths) moves to the id its file has now (`renamed_videos`).
+ago: a camera may still be writing it. A run without --incremental scores every listed video. With --since, a video
+this model never scored whose source is older than that is left alone (counted): a new model version starts from
+recent footage instead of rescoring the whole archive. An entry recorded before stamps existed takes its source's
+current stamp without being rescored, and one recorded under an id of an earlier version (a file stem, where ids are
+now paths) moves to the id its file has now (`renamed_videos`).
 
 Before choosing, an incremental run brings the ledger up to date with what is on disk (`found_on_disk`): a driver
 killed after a video's file was renamed into place but before the ledger recorded it leaves a complete file whose
@@ -45,13 +47,16 @@ class Selection:
     changed: list[str] = field(default_factory=list)  # keys in `todo` scored before, from a source since changed
     skipped: list[str] = field(default_factory=list)  # keys scored before from the same source
     deferred: list[VideoOutcome] = field(default_factory=list)
+    older: list[str] = field(default_factory=list)  # keys never scored, from sources older than --since: left alone
     stamps: dict[str, Stamp | None] = field(default_factory=dict)  # of every video in `todo` (None: unreadable)
     restamped: dict[str, Stamp] = field(default_factory=dict)  # skipped videos whose ledger stamp is to be updated
 
 
 def select_videos(units: Iterable[VideoUnit], ledger: Ledger, section: LedgerSection, incremental: bool,
-                  settle_s: float, with_hash: bool, now: float | None = None) -> Selection:
-    """Sorts `units` into scored, skipped and deferred (see the module docstring)."""
+                  settle_s: float, with_hash: bool, now: float | None = None,
+                  not_before: float | None = None) -> Selection:
+    """Sorts `units` into scored, skipped, deferred and older than `not_before` (POSIX time; see the module
+    docstring)."""
     now = time.time() if now is None else now
     chosen = Selection()
     for unit in units:
@@ -61,6 +66,9 @@ def select_videos(units: Iterable[VideoUnit], ledger: Ledger, section: LedgerSec
             chosen.skipped.append(unit.key)
             if entry.stamp is None and stamp is not None:
                 chosen.restamped[unit.key] = stamp
+            continue
+        if entry is None and not_before is not None and stamp is not None and stamp.mtime_ns / 1e9 < not_before:
+            chosen.older.append(unit.key)
             continue
         age = now - stamp.mtime_ns / 1e9 if stamp else None
         if incremental and age is not None and age < settle_s:

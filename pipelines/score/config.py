@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import date, datetime
 
 from memae.calibration import DEFAULT_ALARM_LEVEL
 from memae.datasets import DATASETS
@@ -41,6 +43,12 @@ class ScoreConfig:
                         "the content then decides, so a touched file is not rescored and a rewritten one always is")
     wait_s: float = option(0.0, "when another job is writing --out: seconds to wait for it to finish before giving up "
                            "(exit status 4)")
+    since: str | date | None = option(
+        None, "score only videos whose source (video file, frame folder or shard) was modified at or after this: a "
+        "date or time (2026-12-01, 2026-12-01T06:00; the machine's local time unless it has an offset) or an age (36h, "
+        "7d); older ones are left alone (counted, neither scored nor failed), so a new model version can start from "
+        "recent footage instead of the whole archive"
+    )
     clip_len: int | None = option(None, "frames per clip (default: the model's; 16 for an official .pt)")
     height: int | None = option(None, "frame height to decode at (default: the model's; 256 for an official .pt)")
     width: int | None = option(None, "frame width to decode at (default: the model's; 256 for an official .pt)")
@@ -94,9 +102,31 @@ class ScoreConfig:
         for name in ("settle_s", "wait_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must not be negative")
+        if self.since is not None:
+            since_time(self.since, now=0.0)  # refuses a malformed value before anything starts
         if not 0.0 < self.threshold_level < 1.0:
             raise ValueError(f"--threshold-level must be between 0 and 1, not {self.threshold_level}")
         if not 0.5 <= self.release_level < 1.0:
             raise ValueError(f"--release-level must be between 0.5 and 1, not {self.release_level}")
         if self.min_event_frames < 1:
             raise ValueError(f"--min-event-frames must be 1 or more, not {self.min_event_frames}")
+
+
+AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def since_time(value: str | date, now: float) -> float:
+    """--since as a POSIX time: an age before `now` ("36h", "7d", "90m", "3600s") or an ISO date or time (also as
+    the date or datetime a YAML config file turns `since: 2026-12-01` into).
+
+    Raises:
+        ValueError: neither, named as --since.
+    """
+    text = str(value).strip()
+    if match := re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd])", text):
+        return now - float(match[1]) * AGE_UNITS[match[2]]
+    try:
+        return datetime.fromisoformat(text).timestamp()  # naive: the machine's local time
+    except ValueError:
+        raise ValueError(f"--since must be a date or time (2026-12-01, 2026-12-01T06:00) or an age (36h, 7d), "
+                         f"not {text!r}") from None

@@ -38,7 +38,7 @@ from pipelines.registry.source import MLFLOW_SCHEMES, ModelSource, ScoringSettin
 from pipelines.score.actors import run_precision, score_batches
 from pipelines.score.changes import found_on_disk, renamed_videos, select_videos
 from pipelines.score.collect import Collector, ScoredVideos, VideoClips
-from pipelines.score.config import ScoreConfig, ScoreSetupError
+from pipelines.score.config import ScoreConfig, ScoreSetupError, since_time
 from pipelines.score.data import Listing, VideoOutcome, VideoUnit, list_archive, list_shards
 from pipelines.score.ledger import Ledger, LedgerEntry, LedgerSection, Stamp, entry_record
 from pipelines.score.outputs import Outputs, rebuild_outputs, write_video_scores
@@ -92,6 +92,7 @@ class _Plan:
     found_on_disk: list[str] = field(default_factory=list)  # keys of complete per-video files the ledger had not
     # recorded, recorded now (a killed run's last videos)
     redone: list[str] = field(default_factory=list)  # per-video files there that are scored again: why each
+    older: list[str] = field(default_factory=list)  # keys left alone: never scored, sources older than --since
 
 
 def score(config: ScoreConfig, echo: Callable[[str], None] = print) -> ScoreResult:
@@ -135,7 +136,8 @@ def _score(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStack)
         failed = listing.problems + plan.problems + videos.failed
         report = score_report(config, source, listing, plan.skipped, videos, failed, elapsed, outputs, plan.limit,
                               plan.changed, plan.deferred) | {"found_on_disk": len(plan.found_on_disk),
-                                                              "redone": plan.redone}
+                                                              "redone": plan.redone,
+                                                              "older_than_since": len(plan.older)}
         write_json_atomic(out / REPORT_FILE, report)
         page = write_review(out, config, source, listing, settings, plan.limit, plan.section, outputs, report, echo)
         if active is not None:
@@ -158,8 +160,9 @@ def _score(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStack)
             echo(alarm_share_line(report["alarms"]))
     for item in plan.deferred:
         echo(f"deferred {item.key}: {item.file}: {item.reason}")
+    older = f", {len(plan.older)} older than --since" if config.since else ""
     echo(f"{'ok' if not failed else 'FAILED'}: {len(videos.scored)} scored, {plan.skipped} skipped (already scored), "
-         f"{len(plan.deferred)} deferred, {len(failed)} failed, {len(videos.short)} too short; "
+         f"{len(plan.deferred)} deferred, {len(failed)} failed, {len(videos.short)} too short{older}; "
          f"{report['frames_scored']} frames in {elapsed:.1f}s; outputs in {out}")
     run_id = active.info.run_id if active is not None else None
     return ScoreResult(out, source.key, videos.scored, plan.skipped, failed, videos.short, outputs, run_id, report,
@@ -198,18 +201,22 @@ def _prepare(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStac
     found = found_on_disk(units, ledger, section) if config.incremental else None  # a killed run's last videos
     for item in found.redone if found else ():
         echo(f"rescoring {item}")
-    chosen = select_videos(units, ledger, section, config.incremental, config.settle_s, config.hash)
+    now = time.time()
+    not_before = since_time(config.since, now) if config.since else None
+    chosen = select_videos(units, ledger, section, config.incremental, config.settle_s, config.hash, now, not_before)
     ledger.restamp(section, chosen.restamped)
     changed = f" ({len(chosen.changed)} changed since scored)" if chosen.changed else ""
     on_disk = f" ({len(found.recorded)} found complete on disk and recorded now)" if found and found.recorded else ""
     deferred = (f", {len(chosen.deferred)} deferred (modified in the last {config.settle_s:g}s)"
                 if config.incremental else "")
+    older = (f", {len(chosen.older)} older than --since {datetime.fromtimestamp(not_before).isoformat(' ', 'seconds')}"
+             " (left alone)" if not_before is not None else "")
     echo(f"{len(chosen.todo)} videos to score{changed}, {len(chosen.skipped)} already scored by {source.key}{on_disk}"
-         f"{deferred}")
+         f"{deferred}{older}")
     limit, unreadable = choose_threshold(source, settings, listing, ledger, section, config, echo)
     return _Plan(out, source, listing, settings, ledger, section, chosen.todo, chosen.stamps, len(chosen.skipped),
                  chosen.changed, chosen.deferred, refused + unreadable, limit,
-                 list(found.recorded) if found else [], found.redone if found else [])
+                 list(found.recorded) if found else [], found.redone if found else [], chosen.older)
 
 
 def _writable(units: list[VideoUnit], folder: Path) -> tuple[list[VideoUnit], list[VideoOutcome]]:

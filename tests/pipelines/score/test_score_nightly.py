@@ -187,6 +187,27 @@ def test_a_changed_file_is_rescored_and_a_file_still_being_written_is_deferred(m
     assert sorted(frames.video_id.unique()) == ["a.mp4", "b.mp4"] and (frames.video_id == "a.mp4").sum() == 32
 
 
+def test_a_new_model_version_started_with_since_scores_recent_footage_and_leaves_the_rest_alone(models, tmp_path,
+                                                                                                 ray_session, capsys):
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    write_videos(archive, ["old1", "old2"], age_s=10 * 24 * HOUR)
+    write_videos(archive, ["new"], seed=5)
+    args = ["--model", str(models["b"]), "--dataset", "videos", "--root", str(archive), "--out", str(out),
+            "--incremental", *LEAN]
+    capsys.readouterr()
+    assert score_main([*args, "--since", "7d"]) == exit_codes.OK, "videos left alone are no failure"
+    report = json.loads((out / "score_report.json").read_text())
+    assert report["scored"] == 1 and report["older_than_since"] == 2 and report["failed"] == []
+    assert scored_ids(out) == ["new.mp4"]
+    printed = capsys.readouterr().out
+    assert "1 videos to score, 0 already scored" in printed and ", 2 older than --since " in printed
+
+    assert score_main(args) == exit_codes.OK  # without --since the backlog is scored, and only the backlog
+    report = json.loads((out / "score_report.json").read_text())
+    assert report["scored"] == 2 and report["skipped_already_scored"] == 1 and report["older_than_since"] == 0
+    assert scored_ids(out) == ["new.mp4", "old1.mp4", "old2.mp4"]
+
+
 def claim_frames(avi: Path, count: int) -> None:
     """Rewrites the frame counts an AVI's headers declare (avih and strh), as a damaged or hostile file might."""
     data = bytearray(avi.read_bytes())

@@ -4,6 +4,7 @@ inside --out, which videos a run scores, rebuilding the tables, map spool."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import math
@@ -30,7 +31,7 @@ from pipelines.score import data
 from pipelines.score.actors import ScoringActor, actor_plan, run_precision
 from pipelines.score.changes import content_hash, renamed_videos, select_videos, source_stamp
 from pipelines.score.collect import Collector
-from pipelines.score.config import ScoreConfig, ScoreSetupError
+from pipelines.score.config import ScoreConfig, ScoreSetupError, since_time
 from pipelines.score.data import (
     BLOCK_BATCHES,
     BLOCK_BYTES,
@@ -564,6 +565,53 @@ def test_incremental_runs_score_new_and_changed_sources_defer_fresh_ones_and_ski
         everything = select_videos(units.values(), ledger, section, incremental=False, settle_s=300,
                                    with_hash=False, now=now)
         assert len(everything.todo) == 5 and not everything.deferred and not everything.skipped
+
+
+def test_since_leaves_alone_only_videos_never_scored_whose_sources_are_older(tmp_path):
+    now = 2_000_000_000.0
+    units = {}
+    for name, age_days in (("old", 10), ("old-scored", 10), ("recent", 1)):
+        (tmp_path / f"{name}.mp4").write_bytes(b"x" * 10)
+        os.utime(tmp_path / f"{name}.mp4", (now - age_days * 86400, now - age_days * 86400))
+        units[name] = VideoUnit("train", name, str(tmp_path / f"{name}.mp4"))
+    not_before = since_time("7d", now)
+    assert not_before == now - 7 * 86400
+    with Ledger(tmp_path) as ledger:
+        section = ledger.open_section("m", {}, {})
+        ledger.record(section, "train/old-scored", replace(entry("old-scored", None),
+                                                           stamp=source_stamp(units["old-scored"])))
+        chosen = select_videos(units.values(), ledger, section, True, 300, False, now, not_before)
+        assert [u.video_id for u in chosen.todo] == ["recent"]
+        assert chosen.older == ["train/old"] and chosen.skipped == ["train/old-scored"]
+        everything = select_videos(units.values(), ledger, section, False, 300, False, now, not_before)
+        assert [u.video_id for u in everything.todo] == ["recent"]
+        assert everything.older == ["train/old", "train/old-scored"], "without --incremental: nothing counts as scored"
+        assert len(select_videos(units.values(), ledger, section, True, 300, False, now).todo) == 2
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("36h", 1_000_000.0 - 36 * 3600), ("90m", 1_000_000.0 - 5400), ("1.5d", 1_000_000.0 - 129_600),
+    ("2026-12-01T06:00+02:00", 1_796_097_600.0), ("2026-12-01T04:00Z", 1_796_097_600.0),
+])
+def test_since_takes_an_age_or_a_date(text, expected):
+    assert since_time(text, now=1_000_000.0) == expected
+
+
+def test_since_from_a_yaml_file_may_be_a_date(tmp_path):
+    import yaml
+
+    from pipelines.common.config import config_from_mapping
+
+    values = yaml.safe_load("since: 2026-12-01\n")
+    assert isinstance(values["since"], datetime.date)
+    config = config_from_mapping(ScoreConfig, values)
+    assert since_time(config.since, now=0.0) == since_time("2026-12-01", now=0.0)
+
+
+def test_a_malformed_since_is_refused_before_anything_starts():
+    config = ScoreConfig(model="m.pt", out="out", dataset="videos", root="archive", since="last week")
+    with pytest.raises(ValueError, match="--since must be a date or time .* not 'last week'"):
+        config.check()
 
 
 def test_with_hash_the_content_decides(tmp_path):
