@@ -5,6 +5,8 @@
                              the frames beside their error map, the video's score curve with the alarm marked),
                              filters by camera and minimum score; also in the run's MLflow artifacts under report/
     OUT/report/history.json  each page's alarm count, so that a nightly (--incremental) page can show the night before
+    OUT/report/pages/        with --incremental, every page also kept under its finishing time (the newest
+                             KEPT_PAGES), and linked from the pages after it: the weekend's nights are there on Monday
 
 The score on the page is `score_global` (pipelines/score/outputs.py): one scale for every video, 1 at the calibrated
 threshold. With --incremental the page shows the alarms of the videos scored since the previous page, so a killed
@@ -21,6 +23,7 @@ holds them all).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -46,6 +49,8 @@ REVIEW_DIR, PAGE_FILE, HISTORY_FILE = "report", "index.html", "history.json"
 TABLE_ROWS = 500  # alarms listed in the table after the cards; beyond that they are only counted
 FAILED_ROWS = 500  # failed videos listed by name; beyond that only counted
 HISTORY_PAGES = 100  # earlier pages remembered in history.json
+PAGES_DIR = "pages"  # under report/: the nightly pages kept
+KEPT_PAGES = 30  # nightly pages kept (each at most --review-cards previews of previews.PREVIEW_BYTES)
 
 Previewer = Callable[[list[VideoRequest]], Mapping[str, list[Preview]]]
 
@@ -97,6 +102,8 @@ def _write_review(out: Path, config: ScoreConfig, source: ModelSource, listing: 
              for a, preview in zip(chosen, _in_order(chosen, requests, previews), strict=True)]
     entry = {"finished": report["finished"], "model": _model_name(source), "videos": len(videos),
              "alarms": len(alarms)}
+    if config.incremental:
+        entry["page"] = kept_page_name(report["finished"])
     content = PageContent(
         title=f"Alarms: {_model_name(source)} on {listing.dataset}, {report['finished']}",
         facts=_facts(config, source, listing, limit, outputs, report, videos, alarms, since, history, scan),
@@ -107,11 +114,18 @@ def _write_review(out: Path, config: ScoreConfig, source: ModelSource, listing: 
         unlisted=len(alarms) - len(chosen) - len(rest),
         score_note=_score_note(limit),
         threshold_score=1.0 if limit.error is not None else None,
+        earlier=_earlier_pages(folder, history),
     )
+    if "page" in entry:
+        with atomic_write(folder / PAGES_DIR / entry["page"]) as tmp:
+            tmp.write_text(render_page(content), encoding="utf-8")
     page = folder / PAGE_FILE
     with atomic_write(page) as tmp:
-        tmp.write_text(render_page(content), encoding="utf-8")
-    write_json_atomic(folder / HISTORY_FILE, [*history, entry][-HISTORY_PAGES:])
+        tmp.write_text(render_page(content, pages_href=f"{PAGES_DIR}/"), encoding="utf-8")
+    history = [*history, entry][-HISTORY_PAGES:]
+    write_json_atomic(folder / HISTORY_FILE, history)
+    if config.incremental:
+        _prune_pages(folder / PAGES_DIR, {h.get("page") for h in history[-KEPT_PAGES:]})
     missing = sum(card.preview.image is None for card in cards)
     echo(f"review page: {len(alarms)} alarms, {len(cards)} cards ({missing} without preview), "
          f"{page.stat().st_size / 1e6:.2f} MB: {page}")
@@ -124,6 +138,26 @@ def log_review(page: Path | None) -> None:
         import mlflow
 
         mlflow.log_artifact(str(page), REVIEW_DIR)
+
+
+def kept_page_name(finished: str) -> str:
+    """The file name a nightly page is kept under: the time its run finished."""
+    return re.sub(r"[^0-9A-Za-z]+", "-", finished).strip("-") + ".html"
+
+
+def _earlier_pages(folder: Path, history: list[dict[str, Any]]) -> tuple[tuple[str, str], ...]:
+    """(file name, what it held) of the pages before this one that stay kept beside it, newest first."""
+    staying = history[len(history) - KEPT_PAGES + 1 :] if KEPT_PAGES > 1 else []
+    return tuple((h["page"], f"{h['finished']}: {h['alarms']} alarms in {h['videos']} videos")
+                 for h in reversed(staying) if isinstance(h.get("page"), str)
+                 and (folder / PAGES_DIR / h["page"]).is_file())
+
+
+def _prune_pages(folder: Path, keep: set[str | None]) -> None:
+    """Deletes the kept pages that fell out of the newest KEPT_PAGES."""
+    for path in folder.glob("*.html"):
+        if path.name not in keep:
+            path.unlink(missing_ok=True)
 
 
 def read_history(folder: Path) -> list[dict[str, Any]]:

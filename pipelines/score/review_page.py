@@ -65,10 +65,11 @@ class PageContent:
     unlisted: int  # alarms on neither (their count only; segments.parquet holds them all)
     score_note: str  # what the score means
     threshold_score: float | None  # where the threshold sits on the score scale (None: no calibrated threshold)
+    earlier: tuple[tuple[str, str], ...] = ()  # earlier nightly pages, newest first: (file name, what it held)
 
 
-def render_page(page: PageContent) -> str:
-    """The whole page as one HTML string."""
+def render_page(page: PageContent, pages_href: str = "") -> str:
+    """The whole page as one HTML string; links to earlier pages are `pages_href` + their file names."""
     cameras = sorted({c.alarm.camera for c in page.cards} | {a.camera for a in page.rest})
     options = "".join(f"<option>{_e(camera)}</option>" for camera in cameras)
     facts = "".join(f"<dt>{_e(label)}</dt><dd>{_e(text)}</dd>" for label, text in page.facts)
@@ -77,7 +78,7 @@ def render_page(page: PageContent) -> str:
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{_e(page.title)}</title><style>{_CSS}</style></head>
 <body>
-<header><h1>{_e(page.title)}</h1><dl class="facts">{facts}</dl>{_problems(page)}</header>
+<header><h1>{_e(page.title)}</h1><dl class="facts">{facts}</dl>{_earlier(page, pages_href)}{_problems(page)}</header>
 <form id="filters" onsubmit="return false">
 <label>camera <select id="camera"><option value="">all cameras</option>{options}</select></label>
 <label>minimum peak score <input id="min-score" type="number" step="0.1" placeholder="any"></label>
@@ -143,6 +144,13 @@ def curve_svg(values: np.ndarray, alarm: Alarm, threshold: float | None) -> str:
     label = f"score of {alarm.video_id} over its {len(values)} frames; the alarm shaded"
     return (f'<svg class="curve" viewBox="0 0 {width} {height}" role="img" aria-label="{_e(label)}">'
             f'<title>{_e(label)}</title>{"".join(parts)}</svg>')
+
+
+def _earlier(page: PageContent, pages_href: str) -> str:
+    if not page.earlier:
+        return ""
+    links = " · ".join(f'<a href="{_e(pages_href + name)}">{_e(text)}</a>' for name, text in page.earlier)
+    return f'<p class="earlier">earlier pages: {links}</p>'
 
 
 def _problems(page: PageContent) -> str:
@@ -229,7 +237,7 @@ figcaption{font-size:.75rem;color:#5b6270;margin:2px 0 4px}
 .times dt{color:#5b6270}.times dd{margin:0}
 table{border-collapse:collapse;font-size:.85rem;background:#fff;margin:6px 0}
 th,td{border:1px solid #d6d9de;padding:3px 8px;text-align:left}
-#rest{margin-top:20px}.empty{color:#5b6270}
+#rest{margin-top:20px}.empty{color:#5b6270}.earlier{font-size:.85rem;margin:0 0 8px}
 [hidden]{display:none!important}
 """
 

@@ -161,4 +161,5 @@ def test_a_nightly_page_counts_the_previous_nights_alarms(review_run, tmp_path, 
     text = review_page(night).read_text()
     assert f"{first['alarms']} alarms in {first['videos']} videos" in text
     assert "No alarms." in text, "nothing new was scored since the previous page"
+    assert f'<a href="pages/{first["page"]}">' in text and (night / "report" / "pages" / first["page"]).is_file()
     assert len(read_history(night / "report")) == 2 and (night / "report" / HISTORY_FILE).is_file()

@@ -123,6 +123,28 @@ def test_no_cards_at_all_still_lists_the_alarms(tmp_path):
     assert cards(text) == [] and previews.asked == [] and text.count("<tr data-camera=") == 6
 
 
+def test_nightly_pages_are_kept_linked_from_the_next_ones_and_pruned_to_the_newest(tmp_path, monkeypatch):
+    monkeypatch.setattr(review, "KEPT_PAGES", 2)
+    outputs, listing = synthetic_outputs(tmp_path, tmp_path / "archive", 3)
+    config = ScoreConfig(model="m", out=str(tmp_path), dataset="videos", root="/srv", incremental=True,
+                         review_cards=0, mlflow=False)
+    source = SimpleNamespace(tags={}, key="k", uri="u")
+    nights = ["2026-01-02T03:04:05+00:00", "2026-01-03T03:04:05+00:00", "2026-01-04T03:04:05+00:00"]
+    for finished in nights:
+        write_review(tmp_path, config, source, listing, SETTINGS, LIMIT, SimpleNamespace(videos={}), outputs,
+                     {**run_report(3), "finished": finished}, lambda _: None, FakePreviews())
+
+    kept = tmp_path / "report" / review.PAGES_DIR
+    names = [review.kept_page_name(finished) for finished in nights]
+    assert names[0] == "2026-01-02T03-04-05-00-00.html"
+    assert sorted(p.name for p in kept.iterdir()) == names[1:], "the oldest page fell out of the newest two"
+    index = review_page(tmp_path).read_text()
+    assert index == (kept / names[2]).read_text().replace(f'href="{names[1]}"', f'href="pages/{names[1]}"')
+    assert f'<a href="pages/{names[1]}">{nights[1]}: 0 alarms in 0 videos</a>' in index
+    assert names[0] not in index, "no link to a page that is gone"
+    assert f'<a href="{names[0]}">{nights[0]}: 6 alarms in 3 videos</a>' in (kept / names[1]).read_text()
+
+
 def test_review_false_writes_nothing(tmp_path):
     config = ScoreConfig(model="m", out=str(tmp_path), dataset="videos", root="/srv", review=False)
     assert write_review(tmp_path, config, None, None, SETTINGS, LIMIT, None, None, {}) is None
