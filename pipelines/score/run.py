@@ -189,6 +189,7 @@ def _prepare(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStac
     ledger = cleanup.enter_context(Ledger(out, echo))
     section = ledger.open_section(source.key, source.tags, asdict(settings), config.restart, echo,
                                   ScoringSettings.defaults())
+    new_to_the_model = not section.videos
     for stale in remove_temporary_files(out):  # this job holds the folder's lock: no other job's files in progress
         echo(f"removed a half-written file from an interrupted run: {stale}")
     units, refused = _writable(listing.units, ledger.folder(source.key))
@@ -213,6 +214,9 @@ def _prepare(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStac
              " (left alone)" if not_before is not None else "")
     echo(f"{len(chosen.todo)} videos to score{changed}, {len(chosen.skipped)} already scored by {source.key}{on_disk}"
          f"{deferred}{older}")
+    if config.incremental and new_to_the_model and chosen.todo and not_before is None:
+        echo(f"{source.key} has scored nothing into {out} yet, so every listed video is new to it (a new model version "
+             "starts from recent footage with --since, e.g. --since 7d)")
     limit, unreadable = choose_threshold(source, settings, listing, ledger, section, config, echo)
     return _Plan(out, source, listing, settings, ledger, section, chosen.todo, chosen.stamps, len(chosen.skipped),
                  chosen.changed, chosen.deferred, refused + unreadable, limit,

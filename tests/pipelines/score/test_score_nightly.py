@@ -171,9 +171,9 @@ def test_a_changed_file_is_rescored_and_a_file_still_being_written_is_deferred(m
     args = ["--model", str(models["a"]), "--dataset", "videos", "--root", str(archive), "--out", str(out),
             "--incremental", *LEAN]
     assert score_main(args) == exit_codes.OK
+    assert "has scored nothing into" in capsys.readouterr().out, "the first night says --since would limit it"
     write_videos(archive, ["a"], frames=32, seed=9, age_s=HOUR / 2)  # replaced since: another size and time
     write_videos(archive, ["c"], age_s=10)  # a camera may still be writing it
-    capsys.readouterr()
 
     assert score_main(args) == exit_codes.OK, "a deferred video is no failure"
     report = json.loads((out / "score_report.json").read_text())
@@ -182,7 +182,8 @@ def test_a_changed_file_is_rescored_and_a_file_still_being_written_is_deferred(m
     assert report["alarms"] is None, "no calibration (no normal videos, none in the model): no rate was promised"
     ((deferred),) = report["deferred"]
     assert deferred["video_id"] == "c.mp4" and "less than --settle-s 300" in deferred["reason"]
-    assert "deferred train/c.mp4" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "deferred train/c.mp4" in printed and "has scored nothing into" not in printed
     frames = pd.read_parquet(out / "frame_scores.parquet")
     assert sorted(frames.video_id.unique()) == ["a.mp4", "b.mp4"] and (frames.video_id == "a.mp4").sum() == 32
 
@@ -201,6 +202,7 @@ def test_a_new_model_version_started_with_since_scores_recent_footage_and_leaves
     assert scored_ids(out) == ["new.mp4"]
     printed = capsys.readouterr().out
     assert "1 videos to score, 0 already scored" in printed and ", 2 older than --since " in printed
+    assert "has scored nothing into" not in printed, "no hint when --since is given"
 
     assert score_main(args) == exit_codes.OK  # without --since the backlog is scored, and only the backlog
     report = json.loads((out / "score_report.json").read_text())
