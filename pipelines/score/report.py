@@ -22,6 +22,7 @@ from pipelines.score.threshold import Threshold
 
 REPORT_FILE = "score_report.json"
 METRIC_NAMES = ("auc_micro", "auc_macro", "eer", "average_precision")
+REPORTED_ALARMS = 1000  # alarms listed in score_report.json's new_alarms; the rest only counted
 
 
 def alarm_share(summaries: list[dict], limit: Threshold) -> dict[str, float] | None:
@@ -36,6 +37,15 @@ def alarm_share(summaries: list[dict], limit: Threshold) -> dict[str, float] | N
     return {"frames_flagged": flagged, "frames_scored": frames, "share": flagged / frames if frames else float("nan"),
             "nominal_false_alarm_rate": 1.0 - limit.level, "videos_with_alarms": sum(s["frames_flagged"] > 0
                                                                                       for s in scored)}
+
+
+def new_alarms(summaries: list[dict], keys: set[str]) -> dict[str, Any]:
+    """The alarms in the videos `keys` (those this run scored), highest peak error first: what an unattended night
+    hands to whatever tells a person (score_report.json `new_alarms`), without reading the whole tables or MLflow."""
+    alarms = [{"video_id": s["video_id"], "split": s["split"], "source": s["source"], **segment}
+              for s in summaries if s["key"] in keys and s.get("scored") for segment in s["segments"]]
+    alarms.sort(key=lambda a: (-a["peak_value"], a["split"], a["video_id"], a["start_frame"]))
+    return {"count": len(alarms), "videos": len(keys), "listed": alarms[:REPORTED_ALARMS]}
 
 
 def alarm_share_line(share: dict[str, float]) -> str:

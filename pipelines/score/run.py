@@ -44,7 +44,7 @@ from pipelines.score.ledger import Ledger, LedgerEntry, LedgerSection, Stamp, en
 from pipelines.score.outputs import Outputs, rebuild_outputs, write_video_scores
 from pipelines.score.paths import UnsafePath, video_path
 from pipelines.score.plots import plot_outputs
-from pipelines.score.report import REPORT_FILE, alarm_share_line, log_run, mlflow_run, score_report
+from pipelines.score.report import REPORT_FILE, alarm_share_line, log_run, mlflow_run, new_alarms, score_report
 from pipelines.score.review import log_review, write_review
 from pipelines.score.threshold import Threshold, choose_threshold
 from pipelines.score.worst import worst_images
@@ -125,10 +125,10 @@ def _score(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStack)
             "memae.incremental": str(config.incremental)}
     with mlflow_run(config, tags) as active:
         videos = _score_videos(plan, config, echo)
+        this_run = {o.key for o in videos.outcomes if o.status != "failed"} | set(plan.found_on_disk)
         run_keys = None
         if active is not None and config.incremental:  # a night logs its own videos, not the whole history again
-            keys = {o.key for o in videos.outcomes if o.status != "failed"} | set(plan.found_on_disk)
-            run_keys = keys, Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="memae-run-tables-")))
+            run_keys = this_run, Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="memae-run-tables-")))
         outputs = rebuild_outputs(out, plan.section, plan.limit, settings, config.plot_videos, config.worst_frames,
                                   config.fps, run_keys)
         plots = plot_outputs(out, outputs, plan.limit, worst_images(outputs, listing, source, settings, config, echo))
@@ -137,7 +137,8 @@ def _score(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStack)
         report = score_report(config, source, listing, plan.skipped, videos, failed, elapsed, outputs, plan.limit,
                               plan.changed, plan.deferred) | {"found_on_disk": len(plan.found_on_disk),
                                                               "redone": plan.redone,
-                                                              "older_than_since": len(plan.older)}
+                                                              "older_than_since": len(plan.older),
+                                                              "new_alarms": new_alarms(outputs.summaries, this_run)}
         write_json_atomic(out / REPORT_FILE, report)
         page = write_review(out, config, source, listing, settings, plan.limit, plan.section, outputs, report, echo)
         if active is not None:

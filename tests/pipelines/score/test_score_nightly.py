@@ -200,6 +200,8 @@ def test_a_new_model_version_started_with_since_scores_recent_footage_and_leaves
     report = json.loads((out / "score_report.json").read_text())
     assert report["scored"] == 1 and report["older_than_since"] == 2 and report["failed"] == []
     assert scored_ids(out) == ["new.mp4"]
+    first_alarms = report["new_alarms"]
+    assert first_alarms["count"] >= 1 and {a["video_id"] for a in first_alarms["listed"]} == {"new.mp4"}
     printed = capsys.readouterr().out
     assert "1 videos to score, 0 already scored" in printed and ", 2 older than --since " in printed
     assert "has scored nothing into" not in printed, "no hint when --since is given"
@@ -208,6 +210,8 @@ def test_a_new_model_version_started_with_since_scores_recent_footage_and_leaves
     report = json.loads((out / "score_report.json").read_text())
     assert report["scored"] == 2 and report["skipped_already_scored"] == 1 and report["older_than_since"] == 0
     assert scored_ids(out) == ["new.mp4", "old1.mp4", "old2.mp4"]
+    assert {a["video_id"] for a in report["new_alarms"]["listed"]} <= {"old1.mp4", "old2.mp4"}, "this night's only"
+    assert report["new_alarms"]["videos"] == 2
 
 
 def claim_frames(avi: Path, count: int) -> None:

@@ -503,6 +503,25 @@ def test_the_tables_of_a_runs_own_videos_are_the_whole_tables_rows_of_those_vide
     assert rebuild_outputs(tmp_path, section, calibrated, settings, plot_videos=2, worst_frames=2).run_files == {}
 
 
+def test_new_alarms_are_those_of_this_runs_videos_highest_peak_first_and_bounded(monkeypatch):
+    from pipelines.score import report
+
+    def summary(video_id: str, peaks: list[float]) -> dict:
+        return {"key": f"test/{video_id}", "video_id": video_id, "split": "test", "source": f"/a/{video_id}",
+                "scored": True, "segments": [{"start_frame": 10 * i, "end_frame": 10 * i + 3, "peak_value": peak}
+                                             for i, peak in enumerate(peaks)]}
+
+    summaries = [summary("old", [9.0]), summary("a", [2.0, 5.0]), summary("b", [3.0]),
+                 {"key": "test/short", "video_id": "short", "split": "test", "source": "/a/short", "scored": False}]
+    found = report.new_alarms(summaries, {"test/a", "test/b", "test/short"})
+    assert found["count"] == 3 and found["videos"] == 3
+    assert [(a["video_id"], a["peak_value"]) for a in found["listed"]] == [("a", 5.0), ("b", 3.0), ("a", 2.0)]
+    assert found["listed"][0]["source"] == "/a/a" and found["listed"][0]["start_frame"] == 10
+    monkeypatch.setattr(report, "REPORTED_ALARMS", 1)
+    bounded = report.new_alarms(summaries, {"test/a", "test/b"})
+    assert bounded["count"] == 3 and [a["peak_value"] for a in bounded["listed"]] == [5.0]
+
+
 def test_the_alarm_share_counts_flagged_frames_of_scored_videos_against_the_nominal_rate(tmp_path):
     from pipelines.score.report import alarm_share, alarm_share_line
 
