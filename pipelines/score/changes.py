@@ -72,7 +72,9 @@ def select_videos(units: Iterable[VideoUnit], ledger: Ledger, section: LedgerSec
             continue
         age = now - stamp.mtime_ns / 1e9 if stamp else None
         if incremental and age is not None and age < settle_s:
-            reason = f"modified {max(age, 0):.0f}s ago (less than --settle-s {settle_s:g}): left for the next run"
+            reason = (f"modified {age:.0f}s ago (less than --settle-s {settle_s:g}): left for the next run" if age >= 0
+                      else f"its modification time is {-age:.0f}s in the future (a clock ahead of this machine's?): "
+                           f"left until it is {settle_s:g}s in the past")
             chosen.deferred.append(VideoOutcome("deferred", unit.split, unit.video_id, unit.source, reason))
             continue
         if stamp is not None and with_hash:

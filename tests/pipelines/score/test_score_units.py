@@ -561,11 +561,12 @@ def test_map_spool_places_maps_at_their_frames_in_any_order(tmp_path):
 def test_incremental_runs_score_new_and_changed_sources_defer_fresh_ones_and_skip_the_rest(tmp_path):
     now = 2_000_000_000.0
     units = {}
-    for name in ("same", "grown", "new", "fresh", "migrated"):
+    for name in ("same", "grown", "new", "fresh", "future", "migrated"):
         (tmp_path / f"{name}.mp4").write_bytes(b"x" * 10)
         os.utime(tmp_path / f"{name}.mp4", (now - 3600, now - 3600))
         units[name] = VideoUnit("train", name, str(tmp_path / f"{name}.mp4"))
     os.utime(tmp_path / "fresh.mp4", (now - 60, now - 60))  # still being written, perhaps
+    os.utime(tmp_path / "future.mp4", (now + 7200, now + 7200))  # copied from a recorder whose clock is ahead
     with Ledger(tmp_path) as ledger:
         section = ledger.open_section("m", {}, {})
         for name in ("same", "grown", "migrated"):
@@ -577,13 +578,14 @@ def test_incremental_runs_score_new_and_changed_sources_defer_fresh_ones_and_ski
                                now=now)
         assert [u.video_id for u in chosen.todo] == ["grown", "new"] and chosen.changed == ["train/grown"]
         assert chosen.skipped == ["train/same", "train/migrated"]
-        assert [(d.status, d.video_id) for d in chosen.deferred] == [("deferred", "fresh")]
+        assert [(d.status, d.video_id) for d in chosen.deferred] == [("deferred", "fresh"), ("deferred", "future")]
         assert "modified 60s ago (less than --settle-s 300)" in chosen.deferred[0].reason
+        assert "modification time is 7200s in the future" in chosen.deferred[1].reason
         assert chosen.restamped == {"train/migrated": source_stamp(units["migrated"])}, "adopts the current stamp"
         assert chosen.stamps["train/grown"] == Stamp(20, int((now - 1800) * 1e9))
         everything = select_videos(units.values(), ledger, section, incremental=False, settle_s=300,
                                    with_hash=False, now=now)
-        assert len(everything.todo) == 5 and not everything.deferred and not everything.skipped
+        assert len(everything.todo) == 6 and not everything.deferred and not everything.skipped
 
 
 def test_since_leaves_alone_only_videos_never_scored_whose_sources_are_older(tmp_path):
