@@ -8,6 +8,7 @@ record instead of raised, so one bad video never hides the others.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -75,6 +76,20 @@ class VideoRecord:
     def is_video_file(self) -> bool:
         """True for a container file (decoded with decord), False for a folder of frame images (Pillow)."""
         return not self.frame_files and self.source.suffix.lower() in VIDEO_SUFFIXES
+
+    def stamp(self) -> tuple[int, int]:
+        """(bytes, latest modification time in ns) of what the video is read from: its file, or its frame images and
+        their folder. A rerun compares stamps to tell a video that changed since it was read from one that did not.
+
+        Raises:
+            OSError: a file that cannot be read.
+        """
+        if self.frame_files:
+            stats = [os.stat(f) for f in self.frame_files]
+            folder = os.stat(self.source)
+            return sum(s.st_size for s in stats), max([folder.st_mtime_ns, *(s.st_mtime_ns for s in stats)])
+        info = os.stat(self.source)
+        return info.st_size, info.st_mtime_ns
 
     def frame_labels(self, num_frames: int) -> np.ndarray:
         """Per-frame labels for `num_frames` decoded frames: 0/1 where known, -1 where unknown."""

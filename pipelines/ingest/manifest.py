@@ -11,7 +11,9 @@ script against, holds these keys in this order:
     software: {python, memae, numpy, pyarrow, decord, pillow, ray, platform}
     videos: [{video_id, split, status: done|failed|pending, source, num_frames, fps, notes: [{file, reason}],
               when done: frame_shape, shard, encoding, bytes, labelled, anomaly_ranges: [[start, stop), ...] 0-based,
-              seconds; when failed: file, reason, and detail (the decoder's own words) when there are any}]
+              seconds, source_stamp: [bytes, modification time in ns] of the source as it was read (a source
+              that changed since is ingested again); when failed: file, reason, and detail (the decoder's own words)
+              when there are any}]
     complete: true once every listed video is done; frame_shape: [H, W, C] (null if videos differ)
     counts: {videos, done, failed, frames, bytes, raw_bytes, by_split: {train|test: {videos, frames}}}, updated
 
@@ -97,6 +99,7 @@ class ManifestEntry:
     file: str | None = None
     reason: str | None = None
     detail: str | None = None  # the decoder's own words behind `reason`, when there are any
+    source_stamp: tuple[int, int] | None = None  # done: (bytes, modification time in ns) of the source as it was read
 
     @classmethod
     def pending(cls, record: VideoRecord) -> ManifestEntry:
@@ -125,6 +128,7 @@ class ManifestEntry:
             "encoding": self.encoding, "bytes": self.bytes, "labelled": self.labelled,
             "anomaly_ranges": None if self.anomaly_ranges is None else [list(r) for r in self.anomaly_ranges],
             "seconds": self.seconds, "file": self.file, "reason": self.reason, "detail": self.detail,
+            "source_stamp": list(self.source_stamp) if self.source_stamp else None,
         }
         return data | {k: v for k, v in optional.items() if v is not None}
 
@@ -334,6 +338,8 @@ def _read_entry(fields: _Fields) -> ManifestEntry:
         file=fields.get("file", str, optional=not failed),
         reason=fields.get("reason", str, optional=not failed),
         detail=fields.get("detail", str, optional=True),
+        source_stamp=None if (stamp := fields.get("source_stamp", list, optional=True)) is None
+        else fields.int_list("source_stamp", stamp, 2, minimum=0),
     )
 
 

@@ -10,7 +10,9 @@ task holds a few hundred frames whatever the video's length, and the driver hold
 whole video per task was the fastest route measured; it also makes every video its own unit of success:
 
 - a shard is renamed into place only when complete; the manifest is rewritten atomically as videos finish;
-- a rerun skips videos the manifest records as done (and whose shard is there) and removes stale temporary files;
+- a rerun skips videos the manifest records as done (whose shard is there and whose source has the size and
+  modification time it had when read), ingests again those whose source changed since (a recorder that went
+  on writing), and removes stale temporary files;
 - a video that cannot be ingested (corrupt, truncated, empty, unreadable, labels of the wrong length, missing
   ground truth, a link that leads nowhere or out of --root, an id another video has) is reported with its file and
   the reason, on the console and in ingest_report.json, and every other video is still ingested. `IngestResult.ok`
@@ -245,8 +247,9 @@ def _plan(records: list[VideoRecord], manifest: Manifest, tasks: list[VideoTask]
 
     A video is done when the manifest says so and its shard is there, or when its shard is there, complete and
     sealed for this very video and settings though the manifest never recorded it (the driver of a killed run hears
-    of finished videos late): the manifest is brought up to date from the shard. A video still to ingest is recorded
-    as pending, so that an interrupted run never leaves it marked done.
+    of finished videos late): the manifest is brought up to date from the shard. Either way, not when its source
+    changed since it was read (another size or modification time): that video is ingested again, and said so. A
+    video still to ingest is recorded as pending, so that an interrupted run never leaves it marked done.
     """
     entries = {v.key: v for v in manifest.videos}
     plan = _Plan([], 0, [], [])
@@ -256,7 +259,9 @@ def _plan(records: list[VideoRecord], manifest: Manifest, tasks: list[VideoTask]
         if record.problems:
             entries[key] = ManifestEntry.failed(record, record.problems[0])
             plan.failed += [_problem(record.video_id, record.split, issue) for issue in record.problems]
-        elif _is_done(entries.get(key), task.out):
+        elif _is_done(entry := entries.get(key), task.out) and not _source_changed(entry.source_stamp, record):
+            if entry.source_stamp is None:  # recorded before sources were stamped: from now on, this one
+                entries[key] = dataclasses.replace(entry, source_stamp=_current_stamp(record))
             plan.skipped += 1
         elif (found := _found_on_disk(task, plan.redone)) is not None:
             entries[key] = found
@@ -279,6 +284,18 @@ def _is_done(entry: ManifestEntry | None, out: Path) -> bool:
     return shard.is_file() and shard.stat().st_size == entry.bytes
 
 
+def _source_changed(stamp: tuple[int, int] | None, record: VideoRecord) -> bool:
+    """Whether the source's size or time differs from `stamp`, taken when it was ingested (None: not known)."""
+    return stamp is not None and _current_stamp(record) not in (None, stamp)
+
+
+def _current_stamp(record: VideoRecord) -> tuple[int, int] | None:
+    try:
+        return record.stamp()
+    except OSError:
+        return None
+
+
 def _found_on_disk(task: VideoTask, redone: list[str]) -> ManifestEntry | None:
     """The entry a complete shard at the task's path was sealed with, when it is this video's with this run's
     settings; else None, with the reason added to `redone` when a shard is there but will be written again."""
@@ -298,10 +315,14 @@ def _found_on_disk(task: VideoTask, redone: list[str]) -> ManifestEntry | None:
         redone.append(f"{path}: {why}")
         return None
     try:
-        return read_entry({**record, "bytes": path.stat().st_size}, path)
+        entry = read_entry({**record, "bytes": path.stat().st_size}, path)
     except ValueError as exc:
         redone.append(f"{path}: {exc}")
         return None
+    if _source_changed(entry.source_stamp, task.record):
+        redone.append(f"{path}: its source changed since it was ingested ({task.record.source})")
+        return None
+    return entry
 
 
 def _problem(video_id: str, split: str, issue: Issue, detail: str | None = None) -> dict[str, str]:

@@ -78,11 +78,15 @@ def ingest_video(task: VideoTask) -> ManifestEntry:
     notes: list[Issue] = []
     path = task.out / task.shard
     try:
+        stamp = record.stamp()  # before decoding: a source that changes while it is read counts as changed next time
+    except OSError:
+        stamp = None  # opening it says why
+    try:
         with open_frames(record, task.prep, notes, task.decoder) as frames:
             record = frames.header()  # frame count and fps, from the open reader; catches label mismatches early
             if (issue := declared_label_issue(record)) is not None:
                 raise _LabelMismatch(issue)
-            entry = _write_shard(record, frames, task, path, notes, started)
+            entry = _write_shard(record, frames, task, path, notes, started, stamp)
     except VideoDecodeError as exc:
         return ManifestEntry.failed(record, Issue(exc.path, exc.reason), exc.detail, tuple(notes))
     except _LabelMismatch as exc:
@@ -106,7 +110,7 @@ def _one_thread() -> None:
 
 
 def _done_entry(record: VideoRecord, task: VideoTask, num_frames: int, shape: tuple[int, int, int],
-                notes: list[Issue], seconds: float) -> ManifestEntry:
+                notes: list[Issue], seconds: float, stamp: tuple[int, int] | None) -> ManifestEntry:
     """The manifest entry of a video whose shard holds `num_frames` frames (its size in bytes comes once closed)."""
     labels = record.frame_labels(num_frames)
     return dataclasses.replace(
@@ -120,6 +124,7 @@ def _done_entry(record: VideoRecord, task: VideoTask, num_frames: int, shape: tu
         labelled=bool((labels >= 0).all()),
         anomaly_ranges=tuple(ranges_from_labels(labels)),
         seconds=round(seconds, 3),
+        source_stamp=stamp,
     )
 
 
@@ -132,7 +137,8 @@ class _LabelMismatch(Exception):
 
 
 def _write_shard(
-    record: VideoRecord, frames: RecordFrames, task: VideoTask, path: Path, notes: list[Issue], started: float
+    record: VideoRecord, frames: RecordFrames, task: VideoTask, path: Path, notes: list[Issue], started: float,
+    stamp: tuple[int, int] | None,
 ) -> ManifestEntry:
     """Streams the decoded frames into the shard at `path` and seals it with the video's entry, which it returns."""
     meta = {
@@ -160,7 +166,7 @@ def _write_shard(
             _flush(writer, pending, labels, record)
         if labels is not None and len(labels) != writer.num_frames:
             raise _LabelMismatch(label_length_issue(record, writer.num_frames))
-        entry = _done_entry(record, task, writer.num_frames, shape, notes, time.perf_counter() - started)
+        entry = _done_entry(record, task, writer.num_frames, shape, notes, time.perf_counter() - started, stamp)
         writer.seal(dataclasses.replace(entry, seconds=None).to_json())  # no timing: same video, same bytes
     return entry
 

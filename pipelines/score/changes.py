@@ -178,9 +178,7 @@ def source_stamp(unit: VideoUnit) -> Stamp | None:
     """Size and latest modification time of a video's source; None when it cannot be read."""
     try:
         if unit.record is not None and unit.record.frame_files:
-            stats = [os.stat(f) for f in unit.record.frame_files]
-            folder = os.stat(unit.record.source)
-            return Stamp(sum(s.st_size for s in stats), max([folder.st_mtime_ns, *(s.st_mtime_ns for s in stats)]))
+            return Stamp(*unit.record.stamp())
         info = os.stat(unit.shard or unit.source)
     except OSError:
         return None

@@ -15,7 +15,8 @@ from pipelines.ingest.manifest import Manifest, ManifestEntry, ManifestError
 TOP_KEYS = ["format", "dataset", "layout", "layout_evidence", "root", "splits", "preprocessing", "storage", "clip_len",
             "software", "videos", "complete", "frame_shape", "counts", "updated"]
 ENTRY_KEYS = ["video_id", "split", "status", "source", "num_frames", "fps", "notes"]
-DONE_KEYS = [*ENTRY_KEYS, "frame_shape", "shard", "encoding", "bytes", "labelled", "anomaly_ranges", "seconds"]
+DONE_KEYS = [*ENTRY_KEYS, "frame_shape", "shard", "encoding", "bytes", "labelled", "anomaly_ranges", "seconds",
+             "source_stamp"]
 FAILED_KEYS = [*ENTRY_KEYS, "file", "reason"]
 
 

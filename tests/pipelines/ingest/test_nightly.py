@@ -2,6 +2,7 @@
 one writer per output folder, exit codes a scheduler can act on, and a rerun after a kill that finishes the job (the
 kills themselves, by SIGKILL, SIGTERM and `timeout`: test_ingest_kill.py)."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 
+from experiments.synthetic import render_video, write_video
 from memae.datasets import Preprocess
 from pipelines.ingest.clips import read_video_frames
 from pipelines.ingest.config import IngestConfig
@@ -184,3 +186,33 @@ def test_a_sealed_shard_the_manifest_never_recorded_counts_as_done_and_a_mismatc
     redone = run_ingest(root, out, size=(24, 32)).result
     assert other.ok and redone.report["ingested"] == 3 and len(redone.report["redone"]) == 3
     assert "written with other preprocessing" in redone.report["redone"][0]
+
+
+def test_a_video_that_changed_since_it_was_ingested_is_ingested_again_and_only_that_one(tmp_path, ray_session):
+    root, out = tmp_path / "archive", tmp_path / "out"
+    for i in range(2):
+        tiny_video(root / f"{i}.mp4", i)
+    assert run_ingest(root, out, size=(24, 32)).result.ok
+    first = {v["video_id"]: v for v in read_manifest(out)["videos"]}
+    assert first["0.mp4"]["source_stamp"] == [(root / "0.mp4").stat().st_size, (root / "0.mp4").stat().st_mtime_ns]
+    kept = (out / first["1.mp4"]["shard"]).stat().st_mtime_ns
+    longer = dataclasses.replace(TINY, frames=2 * TINY.frames)  # the recorder went on writing it
+    write_video(root / "0.mp4", render_video(longer, "train", 0).frames, TINY.fps)
+
+    again = run_ingest(root, out, size=(24, 32))
+    report = again.result.report
+    assert report["ingested"] == 1 and report["skipped_already_done"] == 1
+    assert [r for r in report["redone"] if "its source changed since it was ingested" in r] == report["redone"]
+    assert len(report["redone"]) == 1 and "0.mp4.parquet: " in report["redone"][0]
+    videos = {v["video_id"]: v for v in read_manifest(out)["videos"]}
+    assert videos["0.mp4"]["num_frames"] == 2 * first["0.mp4"]["num_frames"]
+    assert (out / videos["1.mp4"]["shard"]).stat().st_mtime_ns == kept, "the unchanged video was not written again"
+    assert_one_row_per_frame(out)
+
+    # A manifest from before sources were stamped: its videos count as unchanged and take their stamps now.
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["videos"] = [{k: v for k, v in video.items() if k != "source_stamp"} for video in manifest["videos"]]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    adopted = run_ingest(root, out, size=(24, 32)).result
+    assert adopted.report["ingested"] == 0 and adopted.report["skipped_already_done"] == 2
+    assert all(v["source_stamp"] for v in read_manifest(out)["videos"])
