@@ -46,6 +46,9 @@ class IngestConfig:
         choices=("auto", *DECODERS),
     )
     wait_s: float = option(0.0, "seconds to wait while another job writes --out, then give up with status 4")
+    settle_s: float = option(0.0, "a video whose file (or frame folder) was modified less than this many seconds ago "
+                             "may still be being written: it is deferred to the next run (reported, neither ingested "
+                             "nor failed); 300 suits a nightly ingest of a live archive")
     verbose: bool = option(False, "show Ray and MLflow internals")
 
     def __post_init__(self) -> None:
@@ -85,5 +88,6 @@ class IngestConfig:
             raise ValueError(f"--clip-len must be positive, not {self.clip_len}")
         if self.num_cpus is not None and self.num_cpus < 1:
             raise ValueError(f"--num-cpus must be positive, not {self.num_cpus}")
-        if self.wait_s < 0:
-            raise ValueError(f"--wait-s must be 0 or more seconds, not {self.wait_s}")
+        for flag, seconds in (("--wait-s", self.wait_s), ("--settle-s", self.settle_s)):
+            if seconds < 0:
+                raise ValueError(f"{flag} must be 0 or more seconds, not {seconds}")

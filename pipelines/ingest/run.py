@@ -12,7 +12,8 @@ whole video per task was the fastest route measured; it also makes every video i
 - a shard is renamed into place only when complete; the manifest is rewritten atomically as videos finish;
 - a rerun skips videos the manifest records as done (whose shard is there and whose source has the size and
   modification time it had when read), ingests again those whose source changed since (a recorder that went
-  on writing), and removes stale temporary files;
+  on writing), defers with --settle-s those modified too recently (a camera may still be writing them), and
+  removes stale temporary files;
 - a video that cannot be ingested (corrupt, truncated, empty, unreadable, labels of the wrong length, missing
   ground truth, a link that leads nowhere or out of --root, an id another video has) is reported with its file and
   the reason, on the console and in ingest_report.json, and every other video is still ingested. `IngestResult.ok`
@@ -45,6 +46,7 @@ from memae.datasets.decode import resolve_decoder
 from memae.datasets.records import Issue, select_split
 from memae.files import remove_temporary_files, write_json_atomic
 from pipelines.common.lock import folder_lock
+from pipelines.common.settle import unsettled
 from pipelines.ingest.config import IngestConfig
 from pipelines.ingest.manifest import (
     MANIFEST_FILE,
@@ -94,6 +96,7 @@ class _Plan:
     warnings: list[dict[str, str]]
     found_on_disk: int = 0  # complete shards the manifest had not recorded (a killed run's last videos)
     redone: list[str] = field(default_factory=list)  # shards on disk that do not match this run: why each is redone
+    deferred: list[dict[str, str]] = field(default_factory=list)  # files perhaps still being written (--settle-s)
 
 
 def ingest(
@@ -151,7 +154,7 @@ def _ingest(
         echo(f"removed a half-written file from an interrupted run: {stale}")
 
     tasks = [VideoTask.of(record, prep, out, name, cfg.encoding, decoder) for record in records]
-    plan = _plan(records, manifest, tasks)
+    plan = _plan(records, manifest, tasks, cfg.settle_s)
     for item in plan.warnings:
         echo(f"warning {item['split']}/{item['video_id']}: {item['file']}: {item['reason']}")
     for item in plan.failed:
@@ -159,9 +162,12 @@ def _ingest(
     _echo_skipped(skipped, echo)
     for item in plan.redone:
         echo(f"redoing {item}")
+    for item in plan.deferred:
+        echo(f"deferred {item['split']}/{item['video_id']}: {item['file']}: {item['reason']}")
     found = f" ({plan.found_on_disk} found complete on disk and recorded now)" if plan.found_on_disk else ""
+    deferred = f", {len(plan.deferred)} deferred (modified in the last {cfg.settle_s:g}s)" if plan.deferred else ""
     echo(f"{len(records)} videos listed: {plan.skipped} already ingested{found}, {len(plan.todo)} to ingest, "
-         f"{len(plan.failed)} unusable")
+         f"{len(plan.failed)} unusable{deferred}")
     ray_start = _start_ray(cfg.num_cpus) if plan.todo else 0.0
     progress = Progress(len(plan.todo), echo)
     ingested, failed, warnings = _ingest_videos(plan.todo, manifest, out, progress, on_video)
@@ -176,6 +182,7 @@ def _ingest(
         "skipped_already_done": plan.skipped,
         "found_on_disk": plan.found_on_disk,
         "redone": plan.redone,
+        "deferred": plan.deferred,
         "failed": failed,
         "warnings": plan.warnings + warnings,
         "skipped_files": [{"file": issue.file, "reason": issue.reason} for issue in skipped],
@@ -242,15 +249,17 @@ def _ingest_videos(
     return ingested, failed, warnings
 
 
-def _plan(records: list[VideoRecord], manifest: Manifest, tasks: list[VideoTask]) -> _Plan:
+def _plan(records: list[VideoRecord], manifest: Manifest, tasks: list[VideoTask], settle_s: float = 0.0) -> _Plan:
     """Sorts the listed videos into to-do, already done and unusable; lays out the manifest's entries in list order.
 
     A video is done when the manifest says so and its shard is there, or when its shard is there, complete and
     sealed for this very video and settings though the manifest never recorded it (the driver of a killed run hears
     of finished videos late): the manifest is brought up to date from the shard. Either way, not when its source
     changed since it was read (another size or modification time): that video is ingested again, and said so. A
-    video still to ingest is recorded as pending, so that an interrupted run never leaves it marked done.
+    video still to ingest is recorded as pending, so that an interrupted run never leaves it marked done. A video
+    whose source was modified less than `settle_s` seconds ago is deferred: its entry stays as it was.
     """
+    now = time.time()
     entries = {v.key: v for v in manifest.videos}
     plan = _Plan([], 0, [], [])
     for record, task in zip(records, tasks, strict=True):
@@ -263,6 +272,9 @@ def _plan(records: list[VideoRecord], manifest: Manifest, tasks: list[VideoTask]
             if entry.source_stamp is None:  # recorded before sources were stamped: from now on, this one
                 entries[key] = dataclasses.replace(entry, source_stamp=_current_stamp(record))
             plan.skipped += 1
+        elif (reason := unsettled(_age(record, now), settle_s)) is not None:
+            plan.deferred.append(_problem(record.video_id, record.split, Issue(str(record.source), reason)))
+            entries.setdefault(key, ManifestEntry.pending(record))
         elif (found := _found_on_disk(task, plan.redone)) is not None:
             entries[key] = found
             plan.skipped += 1
@@ -287,6 +299,12 @@ def _is_done(entry: ManifestEntry | None, out: Path) -> bool:
 def _source_changed(stamp: tuple[int, int] | None, record: VideoRecord) -> bool:
     """Whether the source's size or time differs from `stamp`, taken when it was ingested (None: not known)."""
     return stamp is not None and _current_stamp(record) not in (None, stamp)
+
+
+def _age(record: VideoRecord, now: float) -> float | None:
+    """Seconds since the source was last modified; None when it cannot be read (decoding then says why)."""
+    stamp = _current_stamp(record)
+    return None if stamp is None else now - stamp[1] / 1e9
 
 
 def _current_stamp(record: VideoRecord) -> tuple[int, int] | None:

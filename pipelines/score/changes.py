@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from pipelines.common.settle import unsettled
 from pipelines.score.data import VideoOutcome, VideoUnit
 from pipelines.score.ledger import Ledger, LedgerEntry, LedgerSection, Stamp, record_entry
 from pipelines.score.outputs import read_video_record
@@ -70,11 +71,8 @@ def select_videos(units: Iterable[VideoUnit], ledger: Ledger, section: LedgerSec
         if entry is None and not_before is not None and stamp is not None and stamp.mtime_ns / 1e9 < not_before:
             chosen.older.append(unit.key)
             continue
-        age = now - stamp.mtime_ns / 1e9 if stamp else None
-        if incremental and age is not None and age < settle_s:
-            reason = (f"modified {age:.0f}s ago (less than --settle-s {settle_s:g}): left for the next run" if age >= 0
-                      else f"its modification time is {-age:.0f}s in the future (a clock ahead of this machine's?): "
-                           f"left until it is {settle_s:g}s in the past")
+        reason = unsettled(now - stamp.mtime_ns / 1e9 if stamp else None, settle_s) if incremental else None
+        if reason is not None:
             chosen.deferred.append(VideoOutcome("deferred", unit.split, unit.video_id, unit.source, reason))
             continue
         if stamp is not None and with_hash:

@@ -216,3 +216,23 @@ def test_a_video_that_changed_since_it_was_ingested_is_ingested_again_and_only_t
     adopted = run_ingest(root, out, size=(24, 32)).result
     assert adopted.report["ingested"] == 0 and adopted.report["skipped_already_done"] == 2
     assert all(v["source_stamp"] for v in read_manifest(out)["videos"])
+
+
+def test_with_settle_s_a_file_perhaps_still_being_written_is_deferred_not_failed(tmp_path, ray_session):
+    root, out = tmp_path / "archive", tmp_path / "out"
+    for i in range(2):
+        tiny_video(root / f"{i}.mp4", i)
+    hour_ago = (root / "0.mp4").stat().st_mtime - 3600
+    os.utime(root / "0.mp4", (hour_ago, hour_ago))
+    lines: list[str] = []
+    first = ingest(IngestConfig(root=root, out=out, size=(24, 32), settle_s=300), echo=lines.append)
+    assert first.ok and first.report["ingested"] == 1, "a deferred video is no failure"
+    ((deferred),) = first.report["deferred"]
+    assert deferred["video_id"] == "1.mp4" and "less than --settle-s 300" in deferred["reason"]
+    assert any(line.startswith("deferred train/1.mp4: ") for line in lines)
+    assert not read_manifest(out)["complete"], "the deferred video is still to ingest"
+
+    os.utime(root / "1.mp4", (hour_ago, hour_ago))  # the camera finished it
+    second = ingest(IngestConfig(root=root, out=out, size=(24, 32), settle_s=300), echo=lambda _: None)
+    assert second.ok and second.report["ingested"] == 1 and second.report["deferred"] == []
+    assert read_manifest(out)["complete"]
