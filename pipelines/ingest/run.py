@@ -265,17 +265,18 @@ def _plan(records: list[VideoRecord], manifest: Manifest, tasks: list[VideoTask]
     for record, task in zip(records, tasks, strict=True):
         key = (record.split, record.video_id)
         plan.warnings += [_problem(record.video_id, record.split, issue) for issue in record.notes]
+        stamp = _current_stamp(record)  # once: for a frame folder it is a stat of every frame
         if record.problems:
             entries[key] = ManifestEntry.failed(record, record.problems[0])
             plan.failed += [_problem(record.video_id, record.split, issue) for issue in record.problems]
-        elif _is_done(entry := entries.get(key), task.out) and not _source_changed(entry.source_stamp, record):
+        elif _is_done(entry := entries.get(key), task.out) and not _source_changed(entry.source_stamp, stamp):
             if entry.source_stamp is None:  # recorded before sources were stamped: from now on, this one
-                entries[key] = dataclasses.replace(entry, source_stamp=_current_stamp(record))
+                entries[key] = dataclasses.replace(entry, source_stamp=stamp)
             plan.skipped += 1
-        elif (reason := unsettled(_age(record, now), settle_s)) is not None:
+        elif (reason := unsettled(None if stamp is None else now - stamp[1] / 1e9, settle_s)) is not None:
             plan.deferred.append(_problem(record.video_id, record.split, Issue(str(record.source), reason)))
             entries.setdefault(key, ManifestEntry.pending(record))
-        elif (found := _found_on_disk(task, plan.redone)) is not None:
+        elif (found := _found_on_disk(task, plan.redone, stamp)) is not None:
             entries[key] = found
             plan.skipped += 1
             plan.found_on_disk += 1
@@ -296,27 +297,23 @@ def _is_done(entry: ManifestEntry | None, out: Path) -> bool:
     return shard.is_file() and shard.stat().st_size == entry.bytes
 
 
-def _source_changed(stamp: tuple[int, int] | None, record: VideoRecord) -> bool:
-    """Whether the source's size or time differs from `stamp`, taken when it was ingested (None: not known)."""
-    return stamp is not None and _current_stamp(record) not in (None, stamp)
-
-
-def _age(record: VideoRecord, now: float) -> float | None:
-    """Seconds since the source was last modified; None when it cannot be read (decoding then says why)."""
-    stamp = _current_stamp(record)
-    return None if stamp is None else now - stamp[1] / 1e9
+def _source_changed(recorded: tuple[int, int] | None, current: tuple[int, int] | None) -> bool:
+    """Whether the source's stamp now differs from the one taken when it was ingested (None: not known)."""
+    return None not in (recorded, current) and recorded != current
 
 
 def _current_stamp(record: VideoRecord) -> tuple[int, int] | None:
+    """The source's (bytes, mtime_ns) now; None when it cannot be read (decoding then says why)."""
     try:
         return record.stamp()
     except OSError:
         return None
 
 
-def _found_on_disk(task: VideoTask, redone: list[str]) -> ManifestEntry | None:
+def _found_on_disk(task: VideoTask, redone: list[str], stamp: tuple[int, int] | None) -> ManifestEntry | None:
     """The entry a complete shard at the task's path was sealed with, when it is this video's with this run's
-    settings; else None, with the reason added to `redone` when a shard is there but will be written again."""
+    settings and its source still has `stamp`; else None, with the reason added to `redone` when a shard is there
+    but will be written again."""
     path = task.out / task.shard
     if not path.is_file():
         return None
@@ -337,7 +334,7 @@ def _found_on_disk(task: VideoTask, redone: list[str]) -> ManifestEntry | None:
     except ValueError as exc:
         redone.append(f"{path}: {exc}")
         return None
-    if _source_changed(entry.source_stamp, task.record):
+    if _source_changed(entry.source_stamp, stamp):
         redone.append(f"{path}: its source changed since it was ingested ({task.record.source})")
         return None
     return entry
