@@ -6,10 +6,12 @@
 Every night adds --videos finished videos of --frames frames to one model's output folder (per-video files and ledger
 rows, as the scoring job writes them; the errors are random, the model does not run), then rebuilds the tables as
 the job does at the end of every run (`pipelines.score.outputs.rebuild_outputs`, with the night's own videos as
-`run_keys`, which is what an --incremental run with MLflow asks for). Printed per night: the seconds the rebuild took,
-the bytes of the whole tables (frame_scores.parquet, video_summary.json, segments.parquet: what every night logged
-to MLflow before), and the bytes of the night's own tables (what it logs now), with the running totals of each in
-the MLflow store. The rebuild itself still reads every per-video file of the model: its seconds grow with the archive.
+`run_keys`, which is what an --incremental run with MLflow asks for). Printed per night: the seconds the rebuild took
+and the frame files it wrote (frame_scores.parquet is a folder of per-video files; a night writes its own), the bytes
+of the whole tables (frame_scores.parquet, video_summary.json, segments.parquet: what every night logged to MLflow
+before), and the bytes of the night's own tables (what it logs now), with the running totals of each in the MLflow
+store. After the last night the frame folder is deleted and rebuilt whole: what every night cost while
+frame_scores.parquet was one file, rewritten from every per-video file.
 """
 
 from __future__ import annotations
@@ -50,6 +52,11 @@ def night(ledger: Ledger, section, number: int, videos: int, frames: int, rng: n
     return keys
 
 
+def size(path: Path) -> int:
+    """Bytes of a file, or of every file under a folder."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nights", type=int, default=10)
@@ -62,7 +69,8 @@ def main() -> int:
     logged_before = logged_now = 0
     print(f"{args.videos} videos x {args.frames} frames a night; MLflow bytes per night: the whole tables (before) "
           "against the night's own (now)")
-    print("night  frames in --out  rebuild s  whole tables MB  night's tables MB  store before MB  store now MB")
+    print("night  frames in --out  rebuild s  files written  whole tables MB  night's tables MB  store before MB  "
+          "store now MB")
     try:
         with Ledger(work) as ledger:
             section = ledger.open_section(MODEL, {}, {})
@@ -72,12 +80,18 @@ def main() -> int:
                 outputs = rebuild_outputs(work, section, LINE, SETTINGS, plot_videos=4, worst_frames=0,
                                           run_keys=(keys, work / f"night-{number}"))
                 seconds = time.perf_counter() - started
-                whole = sum(outputs.files[k].stat().st_size for k in outputs.run_files)
-                own = sum(path.stat().st_size for path in outputs.run_files.values())
+                whole = sum(size(outputs.files[k]) for k in outputs.run_files)
+                own = sum(size(path) for path in outputs.run_files.values())
                 logged_before, logged_now = logged_before + whole, logged_now + own
-                print(f"{number:5d}  {number * args.videos * args.frames:15,d}  {seconds:9.2f}  {whole / 1e6:15.2f}  "
-                      f"{own / 1e6:17.2f}  {logged_before / 1e6:15.2f}  {logged_now / 1e6:12.2f}", flush=True)
+                print(f"{number:5d}  {number * args.videos * args.frames:15,d}  {seconds:9.2f}  "
+                      f"{outputs.rewritten:13d}  {whole / 1e6:15.2f}  {own / 1e6:17.2f}  {logged_before / 1e6:15.2f}  "
+                      f"{logged_now / 1e6:12.2f}", flush=True)
                 shutil.rmtree(work / f"night-{number}")
+            shutil.rmtree(outputs.files["frame_scores"])
+            started = time.perf_counter()
+            outputs = rebuild_outputs(work, section, LINE, SETTINGS, plot_videos=4, worst_frames=0)
+            print(f"the whole frame folder rebuilt ({outputs.rewritten} files, what every night cost while it was one "
+                  f"file): {time.perf_counter() - started:.2f} s")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

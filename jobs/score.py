@@ -5,8 +5,9 @@
     python jobs/score.py --model memae_ped2.pt --dataset ucsd-ped2 --root /data/UCSDped2 --out scores/official
     python jobs/score.py --model models:/cctv@champion --dataset videos --root /srv/cctv --out /srv/scores --incremental
 
-Writes to --out: frame_scores.parquet (video_id, split, frame, time_s, error, normality, score, score_global, flagged,
-label), video_summary.json and segments.parquet (anomalous segments, frames and seconds), metrics.json (labelled data:
+Writes to --out: frame_scores.parquet (a folder any Parquet reader takes as one table, a file per video, so a night
+writes only its own: video_id, split, frame, time_s, error, normality, score, score_global, flagged, label),
+video_summary.json and segments.parquet (anomalous segments, frames and seconds), metrics.json (labelled data:
 auc_micro, auc_macro, eer, average_precision, per-video and global), plots/, score_report.json (counts, failures,
 and new_alarms: the alarms in the videos this run scored, highest peak first), report/index.html, ledger.sqlite; and
 logs them to one MLflow run. Clip length, size, error and frame rules are the model's unless flags say otherwise (an

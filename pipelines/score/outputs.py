@@ -12,8 +12,10 @@ the rename and the ledger's commit records the file instead of scoring the video
 The files a person reads are then rebuilt from the per-video files of the model just run, so a rerun, an
 incremental append or a restart after a kill can never duplicate a frame:
 
-    OUT/frame_scores.parquet    one row per frame: video_id, split, frame, time_s, error (raw), normality (the paper's
-                                per-video p), score (1 - p: higher is more anomalous), score_global, flagged, label
+    OUT/frame_scores.parquet/   a folder read as one table (a file per video, pipelines/score/frame_tables.py; a
+                                night writes only its own videos'): one row per frame: video_id, split, frame, time_s,
+                                error (raw), normality (the paper's per-video p), score (1 - p: higher is more
+                                anomalous), score_global, flagged, label
     OUT/video_summary.json      per video: frames, peak error and score_global, anomalous segments (frames, seconds)
     OUT/segments.parquet        the segments, one row each
     OUT/metrics.json            with labels: frame AUC micro (the paper's), macro, EER, AP for per-video and global
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -40,12 +42,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from memae.datasets.cameras import camera_of
 from memae.evaluation import video_metrics
 from memae.files import json_ready, replace_atomically, temporary_path, write_json_atomic
 from memae.metrics import frame_metrics
 from memae.scoring import GlobalNormalizer, anomaly_score
 from memae.segments import anomalous_segments
 from pipelines.registry.source import ScoringSettings
+from pipelines.score.frame_tables import (
+    VideoTable,
+    columns_of,
+    fingerprint,
+    frame_file,
+    prepare_folder,
+    prune,
+    read_cached,
+    read_frames,
+    write_frames,
+)
 from pipelines.score.ledger import LedgerEntry, LedgerSection
 from pipelines.score.threshold import Threshold
 
@@ -155,6 +169,8 @@ class Outputs:
     """What was rebuilt: file paths, per-video summaries, metrics (None without labels) and material for plots.
 
     `run_files`: the same tables for the videos of this run alone, when asked for (`rebuild_outputs`'s `run_keys`).
+    `frame_files`: each scored video's file in the frame_scores.parquet folder; `normal_frames` and `false_alarms`:
+    scored frames labelled normal, and those flagged, over every video; `rewritten`: frame files this rebuild wrote.
     """
 
     files: dict[str, Path]
@@ -165,101 +181,154 @@ class Outputs:
     roc: dict[str, Any] | None = None
     worst: list[dict] = field(default_factory=list)
     run_files: dict[str, Path] = field(default_factory=dict)
+    frame_files: dict[str, Path] = field(default_factory=dict)
+    normal_frames: int = 0
+    false_alarms: int = 0
+    rewritten: int = 0
 
 
 class _Tables:
-    """frame_scores.parquet, video_summary.json and segments.parquet of one folder, written a video at a time; each
-    file appears whole (atomically) at `close`."""
+    """video_summary.json and segments.parquet of one folder, and with `frame_file` its frame_scores.parquet as one
+    file (the tables of one run, for MLflow), written a video at a time; each file appears whole at `close`."""
 
-    def __init__(self, folder: Path, threshold: Threshold) -> None:
+    def __init__(self, folder: Path, threshold: Threshold, frame_file: bool = False) -> None:
         self.folder, self.threshold = folder, threshold
         self.frame_tmp = temporary_path(folder / FRAME_SCORES)
-        self.writer = pq.ParquetWriter(self.frame_tmp, FRAME_SCHEMA)
+        self.writer = pq.ParquetWriter(self.frame_tmp, FRAME_SCHEMA) if frame_file else None
         self.summaries: list[dict] = []
         self.segments: list[dict] = []
 
-    def add(self, summary: dict, video: dict[str, np.ndarray] | None = None, segments: Iterable[dict] = ()) -> None:
-        if video is not None:
-            self.writer.write_table(pa.table(video, schema=FRAME_SCHEMA))
+    def add(self, summary: dict, segments: Iterable[dict] = (), frames: pa.Table | None = None) -> None:
+        if frames is not None and self.writer is not None:
+            self.writer.write_table(frames)
         self.summaries.append(summary)
         self.segments.extend(segments)
 
     def close(self) -> dict[str, Path]:
-        self.writer.close()
-        replace_atomically(self.frame_tmp, self.folder / FRAME_SCORES)
+        files = {}
+        if self.writer is not None:
+            self.writer.close()
+            replace_atomically(self.frame_tmp, self.folder / FRAME_SCORES)
+            files["frame_scores"] = self.folder / FRAME_SCORES
         write_json_atomic(self.folder / SUMMARY, json_ready({"threshold": self.threshold.as_dict(),
                                                              "videos": self.summaries}))
         _write_segments(self.folder / SEGMENTS, self.segments)
-        return {"frame_scores": self.folder / FRAME_SCORES, "video_summary": self.folder / SUMMARY,
-                "segments": self.folder / SEGMENTS}
+        return {**files, "video_summary": self.folder / SUMMARY, "segments": self.folder / SEGMENTS}
 
 
 def rebuild_outputs(out: Path, section: LedgerSection, threshold: Threshold, settings: ScoringSettings,
                     plot_videos: int, worst_frames: int, default_fps: float | None = None,
                     run_keys: tuple[Collection[str], Path] | None = None) -> Outputs:
-    """Rewrites frame_scores.parquet, video_summary.json, segments.parquet and metrics.json from the per-video files.
+    """Brings the frame_scores.parquet folder up to date with the per-video files and rewrites video_summary.json,
+    segments.parquet and metrics.json.
 
-    Videos come in (split, video_id) order whatever order they finished in, so identical per-video files give
-    byte-identical tables. `run_keys` (keys, folder): also writes the three tables of just those videos into that
-    folder (`Outputs.run_files`), what a nightly run logs to MLflow instead of the whole history every night.
+    A video's frame file is written only when missing or computed from something else (pipelines/score/
+    frame_tables.py): a nightly run writes its own videos and reads one footer of each earlier one. Without a
+    calibration score_global is min-max over every scored frame, which moves as the archive grows, so every file is
+    read and rewritten. Videos come in (split, video_id) order whatever order they finished in. `run_keys` (keys,
+    folder): also writes the three tables of just those videos into that folder, frame_scores.parquet as one file
+    (`Outputs.run_files`), what a nightly run logs to MLflow instead of the whole history every night.
     """
     entries = sorted(section.videos.items())
     offline = None if threshold.calibration else _offline_scale(out, [e for _, e in entries if e.scored])
-    curves, worst = [], []
-    labelled: dict[str, Labelled] = {}
+    folder = out / FRAME_SCORES
+    prepare_folder(folder)
     tables = _Tables(out, threshold)
-    run_only, run_tables = (set(run_keys[0]), _Tables(run_keys[1], threshold)) if run_keys else (set(), None)
+    run_only, run_tables = (set(run_keys[0]), _Tables(run_keys[1], threshold, True)) if run_keys else (set(), None)
+    videos: dict[str, VideoTable] = {}
+    built = Outputs({}, [], None, "")
     for key, entry in entries:
         targets = [tables, run_tables] if key in run_only else [tables]
         if not entry.scored:
             for target in targets:
                 target.add({"key": key, **_base_summary(entry), "scored": False})
             continue
-        table = pq.read_table(out / entry.file)
-        fps = entry.fps or default_fps
-        video = _video_columns(table, entry, fps, threshold, offline or threshold.scale(entry.video_id))
-        segments = anomalous_segments(video["flagged"], video["error"], fps)
-        segment_rows = [{"video_id": entry.video_id, "split": entry.split, **s.as_dict(), "peak_error": s.peak_value}
-                        for s in segments]
-        errors, labels = video["error"], video["label"]
-        finite = ~np.isnan(errors)
-        summary = {
+        path = frame_file(folder, entry)
+        video, written = _video_table(out, path, key, entry, threshold, offline, settings, worst_frames, default_fps)
+        videos[key], built.frame_files[key] = video, path
+        built.rewritten += written
+        tables.add(video.summary, video.segments)
+        if run_tables is not None and key in run_only:
+            run_tables.add(video.summary, video.segments, read_frames(path))
+        built.worst = _worst(built.worst + video.peaks, worst_frames)
+        built.normal_frames += video.normal_frames
+        built.false_alarms += video.false_alarms
+    prune(folder, built.frame_files.values())
+    built.files = {"frame_scores": folder, **tables.close()}
+    built.run_files = run_tables.close() if run_tables is not None else {}
+    built.summaries = tables.summaries
+    labelled = {key: Labelled(**columns_of(built.frame_files[key], list(Labelled._fields)))
+                for key, video in videos.items() if video.labelled}
+    built.metrics, built.metrics_note, built.roc = _metrics(labelled, threshold, settings)
+    (out / METRICS).unlink(missing_ok=True)  # never leave the metrics of an earlier, different selection
+    if built.metrics is not None:
+        write_json_atomic(out / METRICS, json_ready(built.metrics))
+        built.files["metrics"] = out / METRICS
+    built.curves = [_curve(key, videos[key], built.frame_files[key]) for key in _plotted(videos, plot_videos)]
+    return built
+
+
+def _video_table(out: Path, path: Path, key: str, entry: LedgerEntry, threshold: Threshold,
+                 offline: GlobalNormalizer | None, settings: ScoringSettings, worst_frames: int,
+                 default_fps: float | None) -> tuple[VideoTable, bool]:
+    """Video `key`'s frame file at `path`, reused when computed from the same inputs, else (re)written from its
+    per-video file; and whether it was written."""
+    fps = entry.fps or default_fps
+    scale = offline or threshold.scale(entry.video_id)
+    camera = camera_of(entry.video_id)
+    expected = fingerprint(out, entry, {
+        "fps": fps, "scale": asdict(scale), "calibrated": bool(threshold.calibration), "alarm": threshold.alarm(camera),
+        "release": threshold.release(camera), "min_event_frames": threshold.min_event_frames,
+        "peaks": [settings.clip_len, worst_frames],
+    })
+    cached = read_cached(path, expected)
+    if cached is not None:
+        return cached, False
+    video = _video_columns(pq.read_table(out / entry.file), entry, fps, threshold, scale)
+    segments = anomalous_segments(video["flagged"], video["error"], fps)
+    errors, labels, flagged = video["error"], video["label"], video["flagged"]
+    finite = ~np.isnan(errors)
+    normal = (labels == 0) & finite
+    table = VideoTable(
+        fingerprint=expected,
+        summary={
             "key": key, **_base_summary(entry), "scored": True,
             "max_error": _nanmax(errors),
             "max_score_global": _nanmax(video["score_global"]),
             "peak_frame": int(np.nanargmax(errors)) if finite.any() else None,
-            "frames_flagged": int(video["flagged"].sum()),
+            "frames_flagged": int(flagged.sum()),
             "segments": [s.as_dict() for s in segments],
-        }
-        for target in targets:
-            target.add(summary, video, segment_rows)
-        if (labels >= 0).all():
-            labelled[key] = Labelled(labels, errors, video["score_global"], video["flagged"])
-        curves.append({"key": key, "errors": errors, "score_global": video["score_global"], "labels": labels,
-                       "flags": video["flagged"],
-                       "peak": _nanmax(errors), "anomalous": bool((labels == 1).any())})
-        if len(curves) > 2 * plot_videos:  # keep memory flat over a large archive
-            curves = _curves_to_plot(curves, plot_videos)
-        worst = _worst(worst + _peaks(key, errors, settings.clip_len, worst_frames), worst_frames)
-    files = tables.close()
-    run_files = run_tables.close() if run_tables is not None else {}
-    metrics, note, roc = _metrics(labelled, threshold, settings)
-    (out / METRICS).unlink(missing_ok=True)  # never leave the metrics of an earlier, different selection
-    if metrics is not None:
-        write_json_atomic(out / METRICS, json_ready(metrics))
-        files["metrics"] = out / METRICS
-    return Outputs(files, tables.summaries, metrics, note, _curves_to_plot(curves, plot_videos), roc, worst,
-                   run_files)
+        },
+        segments=[{"video_id": entry.video_id, "split": entry.split, **s.as_dict(), "peak_error": s.peak_value}
+                  for s in segments],
+        peaks=_peaks(key, errors, settings.clip_len, worst_frames),
+        labelled=bool((labels >= 0).all()),
+        anomalous=bool((labels == 1).any()),
+        normal_frames=int(normal.sum()),
+        false_alarms=int((normal & flagged).sum()),
+    )
+    write_frames(out / FRAME_SCORES, path, pa.table(video, schema=FRAME_SCHEMA), table)
+    return table, True
+
+
+def _plotted(videos: Mapping[str, VideoTable], count: int) -> list[str]:
+    """The videos whose curves are plotted: those with labelled anomalies first, then the highest peak errors."""
+    def order(key: str) -> tuple[bool, float, str]:
+        peak = videos[key].summary["max_error"]
+        return not videos[key].anomalous, -(peak if peak is not None else -np.inf), key
+    return sorted(videos, key=order)[:count]
+
+
+def _curve(key: str, video: VideoTable, path: Path) -> dict[str, Any]:
+    """A plotted video's curve material, read from its frame file."""
+    columns = columns_of(path, ["error", "score_global", "label", "flagged"])
+    return {"key": key, "errors": columns["error"], "score_global": columns["score_global"],
+            "labels": columns["label"], "flags": columns["flagged"], "peak": video.summary["max_error"],
+            "anomalous": video.anomalous}
 
 
 def _worst(frames: list[dict], count: int) -> list[dict]:
     return sorted(frames, key=lambda w: (-w["error"], w["key"], w["frame"]))[:count]
-
-
-def _curves_to_plot(curves: list[dict], count: int) -> list[dict]:
-    """Videos with labelled anomalies first, then the highest peak errors."""
-    curves.sort(key=lambda c: (not c["anomalous"], -(c["peak"] if c["peak"] is not None else -np.inf), c["key"]))
-    return curves[:count]
 
 
 def _base_summary(entry: LedgerEntry) -> dict[str, Any]:
@@ -319,10 +388,10 @@ def _write_segments(path: Path, rows: list[dict]) -> None:
 
 
 class Labelled(NamedTuple):
-    """One labelled video's frame columns, as metrics need them."""
+    """One labelled video's frame columns, as metrics need them (named as in frame_scores.parquet)."""
 
-    labels: np.ndarray
-    errors: np.ndarray
+    label: np.ndarray
+    error: np.ndarray
     score_global: np.ndarray
     flagged: np.ndarray
 
@@ -332,10 +401,10 @@ def _metrics(labelled: Mapping[str, Labelled], threshold: Threshold,
     """(metrics.json content, a note on why there are none, ROC material) over the videos whose labels are known."""
     if not labelled:
         return None, "no labelled videos: no AUC", None
-    labels = {key: video.labels for key, video in labelled.items()}
+    labels = {key: video.label for key, video in labelled.items()}
     if not any((lab == 1).any() for lab in labels.values()):
         return None, f"{len(labels)} labelled videos hold no anomalous frame: no AUC", None
-    errors = {key: video.errors for key, video in labelled.items()}
+    errors = {key: video.error for key, video in labelled.items()}
     global_scores = {key: video.score_global for key, video in labelled.items()}
     per_video = video_metrics(errors, labels)  # the paper's protocol: per-video min-max, then frame AUC
     global_ = frame_metrics(labels, global_scores)
@@ -360,9 +429,9 @@ def alarm_quality(videos: Iterable[Labelled], level: float) -> dict[str, float]:
     """What the alarms cost and catch against the labels (scored frames only): the measured false-alarm rate on
     normal frames beside the nominal one (1 - level), recall and precision."""
     videos = list(videos)
-    labels = np.concatenate([video.labels for video in videos])
+    labels = np.concatenate([video.label for video in videos])
     flagged = np.concatenate([video.flagged for video in videos])
-    scored = ~np.isnan(np.concatenate([video.errors for video in videos]))
+    scored = ~np.isnan(np.concatenate([video.error for video in videos]))
     anomalous, flagged = labels[scored] == 1, flagged[scored]
     true_positive = float((anomalous & flagged).sum())
     return {

@@ -123,7 +123,10 @@ def log_run(config: ScoreConfig, out: Path, outputs: Outputs, plots: list[Path],
         mlflow.log_artifact(str(path), "plots")
     tables = {**outputs.files, **outputs.run_files}  # --incremental: this run's videos, not the whole history again
     for path in [*tables.values(), out / REPORT_FILE]:
-        mlflow.log_artifact(str(path), "outputs")
+        if path.is_dir():  # the frame_scores.parquet folder of a whole run
+            mlflow.log_artifacts(str(path), f"outputs/{path.name}")
+        else:
+            mlflow.log_artifact(str(path), "outputs")
     with tempfile.TemporaryDirectory() as tmp:
         save_config(config, Path(tmp) / "score_config.yaml")
         mlflow.log_artifact(str(Path(tmp) / "score_config.yaml"))

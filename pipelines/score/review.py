@@ -30,17 +30,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from memae.datasets.cameras import camera_of
 from memae.files import atomic_write, write_json_atomic
 from pipelines.registry.source import ModelSource, ScoringSettings
 from pipelines.score.config import ScoreConfig
 from pipelines.score.data import Listing
+from pipelines.score.frame_tables import columns_of
 from pipelines.score.ledger import LedgerSection
-from pipelines.score.outputs import FRAME_SCORES, Outputs
+from pipelines.score.outputs import Outputs
 from pipelines.score.previews import Preview, VideoRequest, render_previews
 from pipelines.score.review_page import Alarm, Card, PageContent, render_page
 from pipelines.score.threshold import Threshold
@@ -93,7 +91,7 @@ def _write_review(out: Path, config: ScoreConfig, source: ModelSource, listing: 
     alarms = alarms_of(videos, listing.dataset, config.root)
     count = max(0, config.review_cards)
     chosen, rest = alarms[:count], alarms[count : count + TABLE_ROWS]
-    scan = scan_scores(out / FRAME_SCORES, {a.key for a in chosen}, [*chosen, *rest])
+    scan = scan_scores(outputs, {a.key for a in chosen}, [*chosen, *rest])
     chosen, rest = [scan.scored(a) for a in chosen], [scan.scored(a) for a in rest]
     requests = preview_requests(chosen, videos, listing, config.fps)
     previews = previewer(requests) if requests else {}
@@ -198,8 +196,8 @@ def alarms_of(summaries: Iterable[Mapping[str, Any]], dataset: str, root: str | 
 
 @dataclass
 class ScoreScan:
-    """What the page reads from frame_scores.parquet: score curves of the card videos, each alarm's peak score and
-    the false-alarm count over labelled normal frames."""
+    """What the page reads of the frame scores: score curves of the card videos, each alarm's peak score and the
+    false-alarm count over labelled normal frames."""
 
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # key -> (frames, scores)
     peaks: dict[tuple[str, int], float] = field(default_factory=dict)  # (key, frame) -> score_global
@@ -223,33 +221,23 @@ class ScoreScan:
         return self.false_alarms / self.normal_frames if self.normal_frames else None
 
 
-def scan_scores(path: Path, curve_keys: set[str], alarms: list[Alarm]) -> ScoreScan:
-    """One pass over frame_scores.parquet in batches, so memory holds the card videos' curves and not the archive."""
-    scan = ScoreScan()
-    if not path.is_file():
-        return scan
-    wanted = pa.table({"key": pa.array([a.key for a in alarms], pa.string()),
-                       "frame": pa.array([a.peak_frame for a in alarms], pa.int32())})
-    keys = pa.array(sorted(curve_keys), pa.string())
-    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-    columns = ["split", "video_id", "frame", "error", "score_global", "flagged", "label"]
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1 << 16, columns=columns):
-        table = pa.Table.from_batches([batch])
-        table = table.append_column("key", pc.binary_join_element_wise(table["split"], table["video_id"], "/"))
-        if len(wanted):
-            hits = table.select(["key", "frame", "score_global"]).join(wanted, ["key", "frame"], join_type="inner")
-            scan.peaks.update(zip(zip(hits["key"].to_pylist(), hits["frame"].to_pylist(), strict=True),
-                                  hits["score_global"].to_pylist(), strict=True))
-        if len(keys):
-            picked = table.filter(pc.is_in(table["key"], value_set=keys))
-            for key in set(picked["key"].to_pylist()):
-                rows = picked.filter(pc.equal(picked["key"], key))
-                parts.setdefault(key, []).append((rows["frame"].to_numpy(), rows["score_global"].to_numpy()))
-        normal = pc.and_(pc.equal(table["label"], 0), pc.is_finite(table["error"]))
-        scan.normal_frames += int(pc.sum(normal).as_py() or 0)
-        scan.false_alarms += int(pc.sum(pc.and_(normal, table["flagged"])).as_py() or 0)
-    scan.curves = {key: (np.concatenate([f for f, _ in p]), np.concatenate([s for _, s in p]))
-                   for key, p in parts.items()}
+def scan_scores(outputs: Outputs, curve_keys: set[str], alarms: list[Alarm]) -> ScoreScan:
+    """Reads the frame files of the card videos and of the listed alarms (not the archive) and takes the labelled
+    normal frames' counts from the rebuild."""
+    scan = ScoreScan(normal_frames=outputs.normal_frames, false_alarms=outputs.false_alarms)
+    peak_frames: dict[str, list[int]] = {}
+    for alarm in alarms:
+        peak_frames.setdefault(alarm.key, []).append(alarm.peak_frame)
+    for key in sorted(curve_keys | set(peak_frames)):
+        path = outputs.frame_files.get(key)
+        if path is None or not path.is_file():
+            continue
+        columns = columns_of(path, ["frame", "score_global"])
+        frames, scores = columns["frame"], columns["score_global"]
+        if key in curve_keys:
+            scan.curves[key] = frames, scores
+        at = dict(zip(frames.tolist(), scores.tolist(), strict=True))
+        scan.peaks.update({(key, frame): at[frame] for frame in peak_frames.get(key, ()) if frame in at})
     return scan
 
 

@@ -34,10 +34,10 @@ SETTINGS = ScoringSettings(clip_len=8, height=32, width=32, channels=1, stride=1
 
 
 def synthetic_outputs(out: Path, root: Path, videos: int) -> tuple[Outputs, Listing]:
-    """frame_scores.parquet and summaries of `videos` videos on 4 cameras, two alarms each, every peak different;
-    the listing points at video files that do not exist."""
+    """Frame files and summaries of `videos` videos on 4 cameras, two alarms each, every peak different; the listing
+    points at video files that do not exist."""
     rng = np.random.default_rng(0)
-    summaries, units, tables = [], [], []
+    summaries, units, frame_files = [], [], {}
     for i in range(videos):
         video_id = f"cam{i % 4}/{i:03d}.mp4"
         errors = rng.uniform(0.1, 0.5, FRAMES)
@@ -50,17 +50,19 @@ def synthetic_outputs(out: Path, root: Path, videos: int) -> tuple[Outputs, List
                              "end_s": (start + length) / FPS, "peak_frame": peak, "peak_value": errors[peak],
                              "num_frames": length})
         frames = np.arange(FRAMES)
-        tables.append(pa.table({
+        frame_files[f"train/{video_id}"] = path = out / FRAME_SCORES / f"{i:03d}.parquet"
+        path.parent.mkdir(exist_ok=True)
+        pq.write_table(pa.table({
             "video_id": [video_id] * FRAMES, "split": ["train"] * FRAMES, "frame": frames.astype(np.int32),
             "time_s": frames / FPS, "error": errors, "normality": errors, "score": errors, "score_global": errors,
-            "flagged": errors > 1.0, "label": np.full(FRAMES, -1, np.int8)}, schema=FRAME_SCHEMA))
+            "flagged": errors > 1.0, "label": np.full(FRAMES, -1, np.int8)}, schema=FRAME_SCHEMA), path)
         source = root / video_id
         summaries.append({"key": f"train/{video_id}", "video_id": video_id, "split": "train", "source": str(source),
                           "num_frames": FRAMES, "num_clips": FRAMES - 7, "fps": FPS, "scored": True,
                           "segments": segments})
         units.append(VideoUnit("train", video_id, str(source), record=VideoRecord(video_id, "train", source), fps=FPS))
-    pq.write_table(pa.concat_tables(tables), out / FRAME_SCORES)
-    return Outputs({}, summaries, None, "no labelled videos: no AUC"), Listing("videos", "given", units, [], [])
+    outputs = Outputs({}, summaries, None, "no labelled videos: no AUC", frame_files=frame_files)
+    return outputs, Listing("videos", "given", units, [], [])
 
 
 def run_report(videos: int) -> dict:

@@ -503,6 +503,55 @@ def test_the_tables_of_a_runs_own_videos_are_the_whole_tables_rows_of_those_vide
     assert rebuild_outputs(tmp_path, section, calibrated, settings, plot_videos=2, worst_frames=2).run_files == {}
 
 
+def test_a_rebuild_writes_the_frame_files_of_new_or_changed_videos_only_and_the_same_tables(tmp_path):
+    ledger = Ledger(tmp_path)
+    settings = ScoringSettings(clip_len=2, height=4, width=4, channels=1, stride=1, error_rule="l1", frame_rule="mean")
+    section = ledger.open_section("m", {}, {})
+
+    def score(video_id: str, values: list[float]) -> None:
+        path = video_path(ledger.folder("m"), "test", video_id, ".parquet")
+        n = len(values)
+        write_video_scores(path, video_id, "test", np.array(values), np.zeros(n), np.zeros(n, np.int8))
+        ledger.record(section, f"test/{video_id}", entry(video_id, str(path.relative_to(tmp_path)), num_frames=n))
+
+    def rebuild(limit: Threshold):
+        return rebuild_outputs(tmp_path, section, limit, settings, plot_videos=2, worst_frames=2)
+
+    def threshold(alarm: float) -> Threshold:
+        quantiles = {"quantiles": {"0.5": 1.0, "0.95": alarm, "0.99": alarm}}
+        return Threshold(quantiles, level=0.99, release_level=0.95, min_event_frames=1, source="test")
+
+    folder = tmp_path / "frame_scores.parquet"
+    folder.write_bytes(b"a single table written before the folder layout")
+    score("a", [0.5, 3.0, 3.0, 0.5])
+    score("b", [0.5, 3.0, 0.5])
+    assert rebuild(threshold(2.0)).rewritten == 2 and folder.is_dir()
+    score("_c", [1.0, 4.0])  # a name Parquet readers would skip as a file name
+    night = rebuild(threshold(2.0))
+    assert night.rewritten == 1, "a night writes the frame file of its own video only"
+    assert set(pq.read_table(folder).column("video_id").to_pylist()) == {"a", "b", "_c"}
+    stamps = {p: p.stat().st_mtime_ns for p in folder.rglob("*.parquet")}
+    tables = [pq.read_table(night.files[name]).to_pandas() for name in ("frame_scores", "segments")]
+    summary = json.loads(night.files["video_summary"].read_text())
+    for path in folder.rglob("*.parquet"):
+        path.unlink()
+    fresh = rebuild(threshold(2.0))
+    assert fresh.rewritten == 3
+    for name, table in zip(("frame_scores", "segments"), tables, strict=True):
+        pd.testing.assert_frame_equal(pq.read_table(fresh.files[name]).to_pandas(), table)
+    assert json.loads(fresh.files["video_summary"].read_text()) == summary
+    assert fresh.worst == night.worst and [c["key"] for c in fresh.curves] == [c["key"] for c in night.curves]
+
+    assert rebuild(threshold(3.5)).rewritten == 3, "another alarm line changes every video's flags"
+    fresh.frame_files["test/a"].write_bytes(b"damaged")
+    score("b", [0.5, 0.5, 0.5])  # scored again (its source changed): a new per-video file
+    assert rebuild(threshold(3.5)).rewritten == 2
+    del section.videos["test/_c"]
+    after = rebuild(threshold(3.5))
+    assert after.rewritten == 0 and sorted(pq.read_table(folder).column("video_id").unique().to_pylist()) == ["a", "b"]
+    assert not fresh.frame_files["test/_c"].exists() and set(stamps) >= set(folder.rglob("*.parquet"))
+
+
 def test_new_alarms_are_those_of_this_runs_videos_highest_peak_first_and_bounded(monkeypatch):
     from pipelines.score import report
 
