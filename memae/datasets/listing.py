@@ -136,8 +136,11 @@ def unlisted_files(root: str | Path, records: Iterable[VideoRecord]) -> list[Iss
         Issue(file, reason) per unused path, in walking order (name order, depth first).
     """
     used: set[str] = set()
+    sources: dict[str, Path] = {}  # a listed video file's real path -> its path, for the links left out as repeats
     for record in records:
         used.add(os.path.abspath(record.source))
+        if record.is_video_file:
+            sources.setdefault(os.path.realpath(record.source), record.source)
         used.update(os.path.abspath(p) for p in record.frame_files)
         if record.label_source is not None:
             used.add(os.path.abspath(record.label_source))
@@ -150,11 +153,13 @@ def unlisted_files(root: str | Path, records: Iterable[VideoRecord]) -> list[Iss
         if entry.problem is not None:
             unused.append(Issue(str(entry.path), entry.problem))
         elif not entry.is_folder:
-            unused.append(Issue(str(entry.path), _unused_reason(entry.path)))
+            unused.append(Issue(str(entry.path), _unused_reason(entry.path, sources)))
     return unused
 
 
-def _unused_reason(path: Path) -> str:
+def _unused_reason(path: Path, sources: dict[str, Path]) -> str:
+    if path.is_symlink() and (listed := sources.get(os.path.realpath(path))) is not None:
+        return f"a symbolic link to {listed}, which is read under its own name"
     suffix = path.suffix.lower()
     if suffix in VIDEO_SUFFIXES:
         return "a video file in no folder this layout reads"

@@ -13,8 +13,8 @@ nightly job recognises yesterday's videos. The split is taken from the path when
 test/testing, otherwise it is "train" (an unlabelled archive is what a model is fitted on and then scored on).
 
 Links are not followed out of the root, nor into folders; a video-named link that leads nowhere, loops or leaves the
-root is listed with that problem (`memae.datasets.listing`), and everything else that is not a video is left to
-`unlisted_files` to report.
+root is listed with that problem (`memae.datasets.listing`). A link to a video that is listed under its own path is
+left out (one file, one video), and `unlisted_files` reports it with everything else that is not a video.
 
     from memae.datasets import open_dataset
     records = open_dataset("videos", "/srv/archive")
@@ -23,6 +23,7 @@ root is listed with that problem (`memae.datasets.listing`), and everything else
 
 from __future__ import annotations
 
+import os
 from pathlib import Path, PurePath
 
 from memae.datasets.listing import walk
@@ -36,10 +37,10 @@ def read_videos(root: str | Path, split: str = "all") -> list[VideoRecord]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a folder")
-    files = [
+    files = _each_file_once([
         e.path for e in walk(root)
         if not e.is_folder and e.path.suffix.lower() in VIDEO_SUFFIXES and not e.path.name.startswith(".")
-    ]
+    ])
     splits = {p: _split_of(p.relative_to(root)) for p in files}
     files.sort(key=lambda p: (splits[p] != "train", p))
     wanted = select_split(split)
@@ -49,6 +50,17 @@ def read_videos(root: str | Path, split: str = "all") -> list[VideoRecord]:
 def video_id(root: str | PurePath, path: str | PurePath) -> str:
     """The id of the video file at `path` in an archive at `root`: its relative path, suffix included, with '/'."""
     return PurePath(path).relative_to(root).as_posix()
+
+
+def _each_file_once(paths: list[Path]) -> list[Path]:
+    """`paths` without the links to a file that is listed under its own path or an earlier link's, so that a
+    `latest.mp4` beside the recordings is not scored twice (`unlisted_files` reports it); a link that is the only
+    way to its file stays."""
+    first: dict[str, Path] = {}
+    for path in sorted(paths, key=lambda p: (p.is_symlink(), p)):
+        first.setdefault(os.path.realpath(path), path)
+    kept = set(first.values())
+    return [path for path in paths if path in kept]
 
 
 def _split_of(relative: Path) -> str:

@@ -56,7 +56,9 @@ def test_ids_that_would_share_a_file_are_refused_naming_both_files(tmp_path):
 def test_links_folders_loops_and_empty_videos_are_reported_in_plain_words(tmp_path):
     root = tmp_path / "archive"
     bad_links = archive_with_bad_links(root, tmp_path / "elsewhere")
-    os.symlink(root / "cam1" / "0001.mp4", root / "cam1" / "inside.mp4")  # a link inside the root is a video
+    os.symlink(root / "cam1" / "0001.mp4", root / "cam1" / "latest.mp4")  # read once, under the file's own path
+    tiny_video(root / "cam2" / ".recording.mp4")
+    os.symlink(root / "cam2" / ".recording.mp4", root / "cam2" / "only.mp4")  # the only listed path to its file
     tiny_video(root / "clip.mp4" / "0002.mp4")  # a folder named like a video: searched, and reported
     os.symlink(root / "cam1", root / "cam1-latest")  # a link to a folder: not followed, so nothing is listed twice
     empty_video(root / "cam2" / "empty.avi")
@@ -69,7 +71,7 @@ def test_links_folders_loops_and_empty_videos_are_reported_in_plain_words(tmp_pa
     assert reasons == {
         **bad_links,
         "cam1/0001.mp4": None,
-        "cam1/inside.mp4": None,
+        "cam2/only.mp4": None,
         "cam2/empty.avi": "holds no frames",
         "cam2/empty.mp4": "holds no frames",
         "clip.mp4/0002.mp4": None,
@@ -77,7 +79,9 @@ def test_links_folders_loops_and_empty_videos_are_reported_in_plain_words(tmp_pa
     skipped = {os.path.relpath(i.file, root): i.reason for i in unlisted_files(root, records)}
     assert skipped == {
         "cam1-latest": "a symbolic link to a folder (not followed)",
+        "cam1/latest.mp4": f"a symbolic link to {root / 'cam1' / '0001.mp4'}, which is read under its own name",
         "cam2/.partial.mp4": "a hidden file",
+        "cam2/.recording.mp4": "a hidden file",
         "cam2/notes.txt": "not a video file (.txt)",
         "clip.mp4": "a folder named like a video file (the files in it are searched)",
     }
