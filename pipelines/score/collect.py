@@ -109,3 +109,8 @@ class ScoredVideos:
     @property
     def failed(self) -> list[VideoOutcome]:
         return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def deferred(self) -> list[VideoOutcome]:
+        """Videos whose file went away while the run went on (see `gone_since_listed`)."""
+        return [o for o in self.outcomes if o.status == "deferred"]

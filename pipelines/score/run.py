@@ -22,6 +22,7 @@ tasks (isolated.py), so a decoder crash costs one video.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -125,7 +126,7 @@ def _score(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStack)
             "memae.incremental": str(config.incremental)}
     with mlflow_run(config, tags) as active:
         videos = _score_videos(plan, config, echo)
-        this_run = {o.key for o in videos.outcomes if o.status != "failed"} | set(plan.found_on_disk)
+        this_run = {o.key for o in videos.outcomes if o.status in ("done", "short")} | set(plan.found_on_disk)
         run_keys = None
         if active is not None and config.incremental:  # a night logs its own videos, not the whole history again
             run_keys = this_run, Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="memae-run-tables-")))
@@ -134,11 +135,12 @@ def _score(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStack)
         plots = plot_outputs(out, outputs, plan.limit, worst_images(outputs, listing, source, settings, config, echo))
         elapsed = time.perf_counter() - started
         failed = listing.problems + plan.problems + videos.failed
+        deferred = plan.deferred + videos.deferred
         report = score_report(config, source, listing, plan.skipped, videos, failed, elapsed, outputs, plan.limit,
-                              plan.changed, plan.deferred) | {"found_on_disk": len(plan.found_on_disk),
-                                                              "redone": plan.redone,
-                                                              "older_than_since": len(plan.older),
-                                                              "new_alarms": new_alarms(outputs.summaries, this_run)}
+                              plan.changed, deferred) | {"found_on_disk": len(plan.found_on_disk),
+                                                         "redone": plan.redone,
+                                                         "older_than_since": len(plan.older),
+                                                         "new_alarms": new_alarms(outputs.summaries, this_run)}
         write_json_atomic(out / REPORT_FILE, report)
         page = write_review(out, config, source, listing, settings, plan.limit, plan.section, outputs, report, echo)
         if active is not None:
@@ -159,15 +161,15 @@ def _score(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStack)
         echo(outputs.metrics_note)
         if report["alarms"] is not None:
             echo(alarm_share_line(report["alarms"]))
-    for item in plan.deferred:
+    for item in deferred:
         echo(f"deferred {item.key}: {item.file}: {item.reason}")
     older = f", {len(plan.older)} older than --since" if config.since else ""
     echo(f"{'ok' if not failed else 'FAILED'}: {len(videos.scored)} scored, {plan.skipped} skipped (already scored), "
-         f"{len(plan.deferred)} deferred, {len(failed)} failed, {len(videos.short)} too short{older}; "
+         f"{len(deferred)} deferred, {len(failed)} failed, {len(videos.short)} too short{older}; "
          f"{report['frames_scored']} frames in {elapsed:.1f}s; outputs in {out}")
     run_id = active.info.run_id if active is not None else None
     return ScoreResult(out, source.key, videos.scored, plan.skipped, failed, videos.short, outputs, run_id, report,
-                       plan.deferred)
+                       deferred)
 
 
 def _prepare(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStack) -> _Plan:
@@ -264,9 +266,19 @@ def _score_videos(plan: _Plan, config: ScoreConfig, echo: Callable[[str], None])
                  f"({collector.clips} clips, {rate:.1f} clips/s)")
     for unit in collector.unfinished():
         reason = "no result: its decoding or scoring task failed (see the Ray logs)"
-        result.outcomes.append(VideoOutcome("failed", unit.split, unit.video_id, unit.source, reason))
+        failure = VideoOutcome("failed", unit.split, unit.video_id, unit.source, reason)
+        result.outcomes.append(gone_since_listed(failure, unit.source))
     result.clips = collector.clips
     return result
+
+
+def gone_since_listed(failure: VideoOutcome, source: str) -> VideoOutcome:
+    """A failure whose file no longer exists, deferred instead: an archive's retention or a person deleted or moved
+    it after it was listed, which no person needs to fix; it is not recorded, so it is scored if it comes back."""
+    if os.path.lexists(source):
+        return failure
+    return replace(failure, status="deferred", reason=f"deleted or moved while the run went on ({failure.reason}): "
+                                                      "scored by a later run if it comes back")
 
 
 def _finish(unit: VideoUnit, video: VideoClips, plan: _Plan, folder: Path) -> VideoOutcome:
@@ -275,7 +287,7 @@ def _finish(unit: VideoUnit, video: VideoClips, plan: _Plan, folder: Path) -> Vi
     outcome = VideoOutcome(end.status, unit.split, unit.video_id, end.file, end.reason, end.num_frames, end.num_clips)
     if end.status == "failed":
         video.discard_maps()
-        return outcome
+        return gone_since_listed(outcome, unit.source)
     entry = LedgerEntry(unit.video_id, unit.split, unit.source, end.num_frames, end.num_clips, end.fps, None,
                         datetime.now(timezone.utc).isoformat(timespec="seconds"), plan.stamps.get(unit.key))
     if end.status == "done":

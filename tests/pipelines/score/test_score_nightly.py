@@ -30,6 +30,7 @@ from memae.presets import get_preset
 from pipelines.common import exit_codes
 from pipelines.common.lock import FolderBusy, folder_lock
 from pipelines.registry.source import ScoringSettings, load_model_source
+from pipelines.score import run as run_module
 from pipelines.score.config import ScoreConfig
 from pipelines.score.data import VideoUnit
 from pipelines.score.isolated import read_each
@@ -186,6 +187,35 @@ def test_a_changed_file_is_rescored_and_a_file_still_being_written_is_deferred(m
     assert "deferred train/c.mp4" in printed and "has scored nothing into" not in printed
     frames = pd.read_parquet(out / "frame_scores.parquet")
     assert sorted(frames.video_id.unique()) == ["a.mp4", "b.mp4"] and (frames.video_id == "a.mp4").sum() == 32
+
+
+def test_a_video_deleted_while_the_run_goes_on_is_deferred_not_failed(models, tmp_path, ray_session, monkeypatch,
+                                                                       capsys):
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    write_videos(archive, ["a", "b"])
+    args = ["--model", str(models["a"]), "--dataset", "videos", "--root", str(archive), "--out", str(out),
+            "--incremental", *LEAN]
+    moved = tmp_path / "b.mp4"
+    select = run_module.select_videos
+
+    def select_then_delete(*a, **kw):  # a retention job takes b.mp4 away once the run has chosen it
+        chosen = select(*a, **kw)
+        (archive / "b.mp4").rename(moved)
+        return chosen
+
+    monkeypatch.setattr(run_module, "select_videos", select_then_delete)
+    assert score_main(args) == exit_codes.OK, "a video gone since it was listed needs no person"
+    report = json.loads((out / "score_report.json").read_text())
+    assert report["scored"] == 1 and report["failed"] == [] and report["new_alarms"]["videos"] == 1
+    ((deferred),) = report["deferred"]
+    assert deferred["video_id"] == "b.mp4" and deferred["reason"].startswith("deleted or moved while the run went on")
+    assert "deferred train/b.mp4" in capsys.readouterr().out and scored_ids(out) == ["a.mp4"]
+
+    monkeypatch.setattr(run_module, "select_videos", select)
+    moved.rename(archive / "b.mp4")
+    assert score_main(args) == exit_codes.OK
+    report = json.loads((out / "score_report.json").read_text())
+    assert report["scored"] == 1 and report["deferred"] == [] and scored_ids(out) == ["a.mp4", "b.mp4"]
 
 
 def test_a_new_model_version_started_with_since_scores_recent_footage_and_leaves_the_rest_alone(models, tmp_path,
