@@ -20,9 +20,9 @@ What a run does with the results earlier runs of the same model left in --out:
   --incremental  nightly: scores only the videos this model has not scored into --out yet and those whose file changed
                  since (size or modification time; with --hash its content); a file modified less than --settle-s
                  seconds ago (default 300) may still be being written and is deferred to the next run (reported as
-                 deferred: neither scored nor failed), as is one deleted or moved while the run goes on. A killed run is
-                 finished by running it again. The tables in
-                 --out cover every video scored so far; the run's MLflow artifacts, only the videos it scored.
+                 deferred: neither scored nor failed), as is one deleted or moved while the run goes on. A killed run
+                 is finished by running it again. The tables in --out cover every video scored so far; the run's
+                 MLflow artifacts, only the videos it scored.
   --since T      scores only videos modified at or after T (a date, or an age: 7d); older ones this model never
                  scored are left alone: a new model version (a moved @champion) starts from recent footage.
   --restart      discards this model's earlier results in --out first (the only way anything is deleted; other models'
