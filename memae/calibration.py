@@ -77,20 +77,28 @@ def threshold(calibration: Mapping[str, Any], level: float = DEFAULT_ALARM_LEVEL
     return float(np.interp(level, levels, [stored[q] for q in levels]))
 
 
-def unseen_video_exceedance(frame_errors: Mapping[str, np.ndarray],
-                            levels: tuple[float, ...] = ALARM_LEVELS) -> dict[str, float] | None:
+def unseen_video_exceedance(frame_errors: Mapping[str, np.ndarray], levels: tuple[float, ...] = ALARM_LEVELS,
+                            groups: int | None = None) -> dict[str, float] | None:
     """The share of a calibration video's frames above the line the *other* calibration videos set, averaged over
     the videos, per level (keys as in `quantiles`); None with fewer than two videos that have scored frames.
 
     This is what the line promises to tomorrow's footage, measured without a label: 1 - level when normal videos
     are alike, far more when their errors differ from video to video (a busy day against a quiet one) and too
     few of them set the line. Lines of single cameras are not told apart: the pooled line is the one checked.
+
+    Args:
+        groups: with many videos (an archive), deal them round-robin into this many groups and check each group
+            against the line of the others: as many quantiles as groups, not as videos.
     """
     videos = [np.asarray(errors, dtype=np.float64) for errors in frame_errors.values()]
     videos = [errors[np.isfinite(errors)] for errors in videos if np.isfinite(errors).any()]
     if len(videos) < 2:
         return None
-    # shares[i, j]: video i's frames above the level-j line of the other videos (their quantiles taken in one pass)
-    shares = np.array([(errors[:, None] > np.quantile(np.concatenate(videos[:i] + videos[i + 1:]), levels)).mean(0)
-                       for i, errors in enumerate(videos)])
-    return {str(level): float(share) for level, share in zip(levels, shares.mean(axis=0), strict=True)}
+    count = len(videos) if groups is None else max(2, min(groups, len(videos)))
+    shares = []  # per video: its frames above each level's line of the videos outside its group
+    for first in range(count):
+        members = range(first, len(videos), count)
+        others = np.concatenate([errors for i, errors in enumerate(videos) if i % count != first])
+        lines = np.quantile(others, levels)
+        shares += [(videos[i][:, None] > lines).mean(0) for i in members]
+    return {str(level): float(share) for level, share in zip(levels, np.mean(shares, axis=0), strict=True)}

@@ -92,3 +92,17 @@ def test_unseen_video_exceedance_is_nominal_for_alike_videos_and_far_above_it_fo
     assert unseen_video_exceedance(unlike)["0.99"] == pytest.approx(0.5)
     with_nan = {"a": np.array([np.nan, 1.0, 2.0]), "b": np.full(3, np.nan)}
     assert unseen_video_exceedance(with_nan) is None  # one video with scored frames: nothing to compare it with
+
+
+def test_grouped_exceedance_checks_each_group_against_the_others_and_is_exact_with_a_group_per_video():
+    from memae.calibration import unseen_video_exceedance
+
+    rng = np.random.default_rng(1)
+    alike = {f"v{i}": rng.normal(1.0, 0.1, 1000) for i in range(40)}
+    assert unseen_video_exceedance(alike, groups=40) == unseen_video_exceedance(alike)
+    grouped = unseen_video_exceedance(alike, groups=5)
+    assert 0.005 <= grouped["0.99"] <= 0.02 and 0.03 <= grouped["0.95"] <= 0.07
+    # Every fourth video busy: with 4 groups (round-robin) one group holds all of them and nothing outside it does.
+    mixed = {f"v{i}": rng.normal(2.0 if i % 4 == 0 else 1.0, 0.05, 500) for i in range(8)}
+    assert unseen_video_exceedance(mixed, groups=4)["0.99"] == pytest.approx(0.25)
+    assert unseen_video_exceedance(mixed)["0.99"] < 0.25, "each busy video sees the other busy one set the line"

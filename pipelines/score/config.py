@@ -65,6 +65,11 @@ class ScoreConfig:
                                   "--threshold-level)")
     min_event_frames: int = option(8, "alarms shorter than this many frames are dropped")
     calibration_clips: int = option(256, "normal clips to calibrate on when the model carries no calibration")
+    calibrate_on_archive: bool = option(
+        False, "draw the alarm line anew from this model's frame errors on the videos it has already scored into "
+        "--out (per camera; an archive is mostly normal footage, and many nights of it say more than a few held-out "
+        "videos), kept for the runs after; needs 2 scored videos or more"
+    )
     fps: float | None = option(None, "frame rate for segment times when the archive does not record one")
     batch_size: int = option(16, "clips per model call")
     precision: str = option("fp32", "model arithmetic: bf16 runs the model under bf16 autocast on GPUs (errors still "

@@ -16,11 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 
-from memae.calibration import threshold
+from memae.calibration import calibrate_errors, threshold, unseen_video_exceedance
 from memae.datasets.cameras import camera_of
 from memae.evaluation import calibrate_model
 from memae.scoring import GlobalNormalizer, anomaly_score
@@ -33,6 +35,8 @@ from pipelines.score.isolated import read_each
 from pipelines.score.ledger import Ledger, LedgerSection
 
 FALLBACK_SCORE = 0.5  # per-video score above which a frame is flagged when no calibration exists
+ARCHIVE_FRAMES_PER_VIDEO = 5000  # frames of each scored video an archive calibration reads (memory stays bounded)
+FROM_ARCHIVE = "from_archive"  # marks a calibration drawn from the archive: it then comes before the model's own
 
 
 @dataclass(frozen=True)
@@ -92,8 +96,12 @@ def choose_threshold(source: ModelSource, settings: ScoringSettings, listing: Li
     up to --calibration-clips normal training clips; without any, none (frames are then flagged by the per-video
     score). Also the training videos that could not be read for it, each a failure to report."""
     level, failures = config.threshold_level, []
+    if config.calibrate_on_archive:
+        ledger.keep_calibration(section, archive_calibration(ledger.out, section, settings))
     calibration = source.calibration
     origin = f"model calibration on {calibration.get('source') or 'normal training clips'}" if calibration else ""
+    if section.calibration and section.calibration.get(FROM_ARCHIVE):
+        calibration, origin = section.calibration, f"calibrated on {section.calibration['source']}"
     if calibration and calibration.get("error_rule", settings.error_rule) != settings.error_rule:
         echo(f"the model's calibration is for the {calibration['error_rule']} error; recalibrating")
         calibration = None
@@ -126,6 +134,36 @@ def choose_threshold(source: ModelSource, settings: ScoringSettings, listing: Li
          f"errors; {origin}{cameras}{check}); events last while above the {chosen.release_level} quantile, "
          f"{config.min_event_frames} frames or more")
     return chosen, failures
+
+
+def archive_calibration(out: Path, section: LedgerSection, settings: ScoringSettings) -> dict[str, Any]:
+    """A calibration from the frame errors of the videos `section` has scored into `out` (at most
+    ARCHIVE_FRAMES_PER_VIDEO of each, evenly spaced), per camera, with the label-free check of its promise: each
+    tenth of the videos against the line the rest set.
+
+    Raises:
+        ValueError: fewer than two scored videos with scored frames.
+    """
+    videos = {}
+    for key, entry in sorted(section.videos.items()):
+        if entry.scored:
+            errors = pq.read_table(out / entry.file, columns=["error"]).column("error").to_numpy()
+            errors = errors[np.isfinite(errors)]
+            step = max(1, -(-len(errors) // ARCHIVE_FRAMES_PER_VIDEO))
+            if len(errors):
+                videos[key] = (camera_of(entry.video_id), errors[::step])
+    if len(videos) < 2:
+        raise ValueError(f"--calibrate-on-archive: model {section.key} has scored {len(videos)} videos with scored "
+                         f"frames into {out}; the line needs 2 or more (score some nights first)")
+    cameras: dict[str, list[np.ndarray]] = {}
+    for camera, errors in videos.values():
+        cameras.setdefault(camera, []).append(errors)
+    calibration = calibrate_errors(
+        np.concatenate([errors for _, errors in videos.values()]), settings.error_rule, unit="frame",
+        source=f"{len(videos)} videos scored into --out", cameras={c: np.concatenate(e) for c, e in cameras.items()})
+    exceedance = unseen_video_exceedance({key: errors for key, (_, errors) in videos.items()}, groups=10)
+    return {**calibration, "frame_rule": settings.frame_rule, FROM_ARCHIVE: True,
+            "unseen_video_exceedance": exceedance}
 
 
 def _normal_clips(units: list[VideoUnit], settings: ScoringSettings, config: ScoreConfig,

@@ -218,6 +218,32 @@ def test_a_video_deleted_while_the_run_goes_on_is_deferred_not_failed(models, tm
     assert report["scored"] == 1 and report["deferred"] == [] and scored_ids(out) == ["a.mp4", "b.mp4"]
 
 
+def test_an_alarm_line_drawn_from_the_archive_is_kept_for_the_nights_after(models, tmp_path, ray_session, capsys):
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    write_videos(archive, ["a", "b", "c"])
+    args = ["--model", str(models["a"]), "--dataset", "videos", "--root", str(archive), "--out", str(out),
+            "--incremental", *LEAN]
+    assert score_main([*args, "--calibrate-on-archive"]) == exit_codes.NOT_STARTED
+    assert "has scored 0 videos with scored frames" in capsys.readouterr().err
+    assert score_main(args) == exit_codes.OK
+    assert json.loads((out / "score_report.json").read_text())["alarms"] is None, "no line yet: nothing promised"
+
+    assert score_main([*args, "--calibrate-on-archive"]) == exit_codes.OK
+    assert "calibrated on 3 videos scored into --out" in capsys.readouterr().out
+    share = json.loads((out / "score_report.json").read_text())["alarms"]
+    # Every flagged frame lies above the release line (the 0.95 quantile of these very frames): at most 5% of them.
+    assert 0 <= share["share"] <= 0.05 and share["nominal_false_alarm_rate"] == pytest.approx(0.01)
+    line = json.loads((out / "video_summary.json").read_text())["threshold"]
+    errors = pd.read_parquet(out / "frame_scores.parquet").error.dropna()
+    assert line["source"] == "calibrated on 3 videos scored into --out"
+    assert line["error"] == pytest.approx(errors.quantile(0.99)), "the 0.99 quantile of the archive's frame errors"
+
+    write_videos(archive, ["d"], seed=7)
+    assert score_main(args) == exit_codes.OK
+    assert "calibrated on 3 videos scored into --out" in capsys.readouterr().out, "kept for the nights after"
+    assert json.loads((out / "score_report.json").read_text())["scored"] == 1
+
+
 def test_a_new_model_version_started_with_since_scores_recent_footage_and_leaves_the_rest_alone(models, tmp_path,
                                                                                                  ray_session, capsys):
     archive, out = tmp_path / "archive", tmp_path / "out"

@@ -552,6 +552,33 @@ def test_a_rebuild_writes_the_frame_files_of_new_or_changed_videos_only_and_the_
     assert not fresh.frame_files["test/_c"].exists() and set(stamps) >= set(folder.rglob("*.parquet"))
 
 
+def test_an_archive_calibration_reads_a_bounded_sample_of_each_scored_video_per_camera(tmp_path, monkeypatch):
+    from pipelines.score import threshold
+
+    monkeypatch.setattr(threshold, "ARCHIVE_FRAMES_PER_VIDEO", 100)
+    ledger = Ledger(tmp_path)
+    settings = ScoringSettings(clip_len=2, height=4, width=4, channels=1, stride=1, error_rule="l1", frame_rule="mean")
+    section = ledger.open_section("m", {}, {})
+    rng = np.random.default_rng(0)
+    levels = {"cam1/a.mp4": 1.0, "cam1/b.mp4": 1.0, "cam2/c.mp4": 5.0}
+    for video_id, level in levels.items():
+        path = video_path(ledger.folder("m"), "train", video_id, ".parquet")
+        errors = np.r_[np.nan, rng.normal(level, 0.1, 1000)]
+        write_video_scores(path, video_id, "train", errors, np.zeros(1001), np.full(1001, -1, np.int8))
+        ledger.record(section, f"train/{video_id}", entry(video_id, str(path.relative_to(tmp_path)), num_frames=1001))
+    ledger.record(section, "train/short.mp4", entry("short.mp4", None, num_frames=1))
+
+    calibration = threshold.archive_calibration(tmp_path, section, settings)
+    assert calibration["num_values"] == 300 and calibration["from_archive"] and calibration["unit"] == "frame"
+    assert set(calibration["cameras"]) == {"cam1", "cam2"}
+    assert calibration["cameras"]["cam1"]["quantiles"]["0.5"] == pytest.approx(1.0, abs=0.05)
+    assert calibration["cameras"]["cam2"]["quantiles"]["0.5"] == pytest.approx(5.0, abs=0.05)
+    assert calibration["unseen_video_exceedance"]["0.99"] > 0.3, "cam2 is far above the line the others set"
+    del section.videos["train/cam1/b.mp4"], section.videos["train/cam2/c.mp4"]
+    with pytest.raises(ValueError, match="has scored 1 videos with scored frames"):
+        threshold.archive_calibration(tmp_path, section, settings)
+
+
 def test_new_alarms_are_those_of_this_runs_videos_highest_peak_first_and_bounded(monkeypatch):
     from pipelines.score import report
 
