@@ -18,8 +18,9 @@ Recipes: "new" is the project's default (l1 clip error, every frame scored by th
 held-out normal video, alarm events with hysteresis); "patch" the same with the patch error rule; "smooth9" and
 "smooth33" the same with a centred moving average of 9 or 33 frames over the frame scores (not offered by the
 scoring job: measured here to decide whether to); "trained" the same as "new" with the threshold from the videos
-trained on; "official" the paper's code (l1, centre frame, threshold from the
-clips trained on, every frame above it flagged). "motion" is a
+trained on; "archive" the same with the threshold from --archive-videos more normal videos, neither trained on nor
+among the unseen ones (what `score.py --calibrate-on-archive` does with the nights already scored); "official" the
+paper's code (l1, centre frame, threshold from the clips trained on, every frame above it flagged). "motion" is a
 model-free baseline: the error of predicting each clip by its temporal mean (how much moves), as a yardstick.
 Frames are decoded by the project's own readers at the demo's size (64x64 grey), in process (no Ray): the numbers
 measure the model and the recipe, not the pipeline.
@@ -78,7 +79,7 @@ class Video:
 class Recipe:
     error_rule: str
     frame_rule: str
-    calibrate_on: str  # "held-out" or "train"
+    calibrate_on: str  # "held-out", "train" or "archive"
     events: bool
     smooth: int = 0  # frames of a centred moving average over the frame scores (calibration and test alike)
 
@@ -88,6 +89,7 @@ RECIPES = {
     "patch": Recipe("patch", "mean", "held-out", True),
     "official": Recipe("l1", "centre", "train", False),
     "trained": Recipe("l1", "mean", "train", True),
+    "archive": Recipe("l1", "mean", "archive", True),
     "smooth9": Recipe("l1", "mean", "held-out", True, smooth=9),
     "smooth33": Recipe("l1", "mean", "held-out", True, smooth=33),
 }
@@ -197,8 +199,8 @@ def train(arch: str, train_videos: list[Video], held_out: list[Video], steps: in
 
 
 def evaluate(model: torch.nn.Module, recipe: Recipe, train_videos: list[Video], held_out: list[Video],
-             test: list[Video], unseen_normal: list[Video], clip_len: int) -> dict[str, float]:
-    calibration = held_out if recipe.calibrate_on == "held-out" else train_videos
+             test: list[Video], unseen_normal: list[Video], archive: list[Video], clip_len: int) -> dict[str, float]:
+    calibration = {"held-out": held_out, "train": train_videos, "archive": archive}[recipe.calibrate_on]
     normal = np.concatenate([frame_scores(model, v, clip_len, recipe)[0] for v in calibration])
     normal = normal[np.isfinite(normal)]
     high, low = np.quantile(normal, LEVEL), np.quantile(normal, RELEASE_LEVEL)
@@ -243,6 +245,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="test videos (the demo's 4 make archive-wide figures hostage to one busy video)")
     parser.add_argument("--normal-videos", type=int, default=8,
                         help="unseen whole normal videos (more of the training split) to measure false alarms on")
+    parser.add_argument("--archive-videos", type=int, default=8,
+                        help="normal videos standing for the nights an archive has already scored (recipe archive)")
     parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (the training job's default)")
     parser.add_argument("--holdout-fraction", type=float, default=0.25,
                         help="training videos kept out for selection and calibration (the training job's default)")
@@ -257,11 +261,14 @@ def main(argv: list[str] | None = None) -> None:
             # Video i of a split depends only on (seed, split, i): the unseen normal videos come after the training
             # ones and leave them as they were.
             written = write_corpus("ucsd-ped2", tmp, SynthConfig(
-                seed=seed, train_videos=args.train_videos + args.normal_videos, test_videos=args.test_videos))
+                seed=seed, train_videos=args.train_videos + args.normal_videos + args.archive_videos,
+                test_videos=args.test_videos))
             events = {v.video_id: v.events for v in written}
             train_split = load_split(Path(tmp), "train", preset.frame_size, events)
             test = load_split(Path(tmp), "test", preset.frame_size, events)
-        train_all, unseen_normal = train_split[:args.train_videos], train_split[args.train_videos:]
+        train_all = train_split[:args.train_videos]
+        unseen_normal = train_split[args.train_videos : args.train_videos + args.normal_videos]
+        archive = train_split[args.train_videos + args.normal_videos :]
         held_ids, _ = split_holdout([v.video_id for v in train_all], args.holdout_fraction, seed)  # as the job does
         held_out = [v for v in train_all if v.video_id in held_ids]
         train_videos = [v for v in train_all if v.video_id not in held_ids]
@@ -274,7 +281,8 @@ def main(argv: list[str] | None = None) -> None:
                                     args.lr, save=args.save)
             for name in args.recipes:
                 row = {"seed": seed, "model": arch, "recipe": name, **info,
-                       **evaluate(model, RECIPES[name], train_videos, held_out, test, unseen_normal, preset.clip_len),
+                       **evaluate(model, RECIPES[name], train_videos, held_out, test, unseen_normal, archive,
+                                  preset.clip_len),
                        "seconds": time.perf_counter() - started}
                 rows.append(row)
                 print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
