@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from memae.datasets.cameras import camera_of
 from pipelines.common.config import flatten, save_config
 from pipelines.common.naming import new_run_name
 from pipelines.registry.source import ModelSource, ScoringSettings
@@ -23,20 +24,33 @@ from pipelines.score.threshold import Threshold
 REPORT_FILE = "score_report.json"
 METRIC_NAMES = ("auc_micro", "auc_macro", "eer", "average_precision")
 REPORTED_ALARMS = 1000  # alarms listed in score_report.json's new_alarms; the rest only counted
+SHARE_CAMERAS = 3  # cameras the console names beside the alarm share (score_report.json lists them all)
+TOP_CAMERA = "(top folder)"  # the camera of videos directly under --root, beside camera folders
 
 
-def alarm_share(summaries: list[dict], limit: Threshold) -> dict[str, float] | None:
-    """How much of the folder's scored footage lies inside alarms, beside what the threshold promises on normal video;
-    None without a calibrated threshold. The one check of the calibration an unlabelled archive allows: on footage
-    that is mostly normal, a share far above the nominal rate says it differs from the calibration videos."""
+def alarm_share(summaries: list[dict], limit: Threshold) -> dict[str, Any] | None:
+    """How much of the folder's scored footage lies inside alarms, beside what the threshold promises on normal video,
+    and the same per camera (highest share first) when there are several; None without a calibrated threshold. The
+    one check of the calibration an unlabelled archive allows: on footage that is mostly normal, a share far above
+    the nominal rate says it differs from the calibration videos, and the cameras say where."""
     if not limit.calibration:
         return None
     scored = [s for s in summaries if s.get("scored")]
-    frames = sum(s["num_frames"] or 0 for s in scored)
-    flagged = sum(s["frames_flagged"] for s in scored)
-    return {"frames_flagged": flagged, "frames_scored": frames, "share": flagged / frames if frames else float("nan"),
-            "nominal_false_alarm_rate": 1.0 - limit.level, "videos_with_alarms": sum(s["frames_flagged"] > 0
-                                                                                      for s in scored)}
+    share = {**_share(scored), "nominal_false_alarm_rate": 1.0 - limit.level,
+             "videos_with_alarms": sum(s["frames_flagged"] > 0 for s in scored)}
+    cameras: dict[str, list[dict]] = {}
+    for summary in scored:
+        cameras.setdefault(camera_of(summary["video_id"]) or TOP_CAMERA, []).append(summary)
+    if len(cameras) > 1:
+        rows = [{"camera": camera, **_share(videos)} for camera, videos in cameras.items()]
+        share["cameras"] = sorted(rows, key=lambda r: (-np.nan_to_num(r["share"], nan=-1.0), r["camera"]))
+    return share
+
+
+def _share(summaries: list[dict]) -> dict[str, Any]:
+    frames = sum(s["num_frames"] or 0 for s in summaries)
+    flagged = sum(s["frames_flagged"] for s in summaries)
+    return {"frames_flagged": flagged, "frames_scored": frames, "share": flagged / frames if frames else float("nan")}
 
 
 def new_alarms(summaries: list[dict], keys: set[str]) -> dict[str, Any]:
@@ -48,12 +62,15 @@ def new_alarms(summaries: list[dict], keys: set[str]) -> dict[str, Any]:
     return {"count": len(alarms), "videos": len(keys), "listed": alarms[:REPORTED_ALARMS]}
 
 
-def alarm_share_line(share: dict[str, float]) -> str:
-    """The console's sentence for `alarm_share`."""
+def alarm_share_line(share: dict[str, Any]) -> str:
+    """The console's sentence for `alarm_share`, naming the cameras with the highest shares."""
+    cameras = "".join(f"{', ' if i else '; highest: '}{row['camera']} {100 * row['share']:.1f}%"
+                      for i, row in enumerate(share.get("cameras", [])[:SHARE_CAMERAS]))
     return (f"alarms: {100 * share['share']:.1f}% of the {share['frames_scored']:,} frames scored, in "
-            f"{share['videos_with_alarms']} videos; on normal footage like the calibration videos the threshold flags "
-            f"about {100 * share['nominal_false_alarm_rate']:.1f}%, so far more than that on a mostly normal archive "
-            "means this footage differs from them (recalibrate on normal video of these cameras)")
+            f"{share['videos_with_alarms']} videos{cameras}; on normal footage like the calibration videos the "
+            f"threshold flags about {100 * share['nominal_false_alarm_rate']:.1f}%, so far more than that on a mostly "
+            "normal archive means this footage differs from them (recalibrate on normal video of these cameras, "
+            "or with --calibrate-on-archive)")
 
 
 def score_report(config: ScoreConfig, source: ModelSource, listing: Listing, skipped: int, videos: ScoredVideos,

@@ -604,7 +604,7 @@ def test_the_alarm_share_counts_flagged_frames_of_scored_videos_against_the_nomi
     ledger = Ledger(tmp_path)
     settings = ScoringSettings(clip_len=2, height=4, width=4, channels=1, stride=1, error_rule="l1", frame_rule="mean")
     section = ledger.open_section("m", {}, {})
-    errors = {"a": [0.5, 3.0, 3.0, 0.5], "b": [0.5, 0.5, 0.5, 0.5, 0.5, 3.0]}
+    errors = {"a": [0.5, 3.0, 3.0, 0.5], "b": [0.5, 0.5, 0.5, 0.5, 0.5, 3.0], "cam2/c": [0.5, 0.5]}
     for video_id, values in errors.items():
         path = video_path(ledger.folder("m"), "test", video_id, ".parquet")
         n = len(values)
@@ -615,9 +615,13 @@ def test_the_alarm_share_counts_flagged_frames_of_scored_videos_against_the_nomi
     calibrated = Threshold(quantiles, level=0.99, release_level=0.95, min_event_frames=1, source="test")
     outputs = rebuild_outputs(tmp_path, section, calibrated, settings, plot_videos=2, worst_frames=2)
     share = alarm_share(outputs.summaries, calibrated)
-    assert share["frames_flagged"] == 3 and share["frames_scored"] == 10 and share["videos_with_alarms"] == 2
-    assert share["share"] == pytest.approx(0.3) and share["nominal_false_alarm_rate"] == pytest.approx(0.01)
-    assert "30.0% of the 10 frames" in alarm_share_line(share) and "about 1.0%" in alarm_share_line(share)
+    assert share["frames_flagged"] == 3 and share["frames_scored"] == 12 and share["videos_with_alarms"] == 2
+    assert share["share"] == pytest.approx(0.25) and share["nominal_false_alarm_rate"] == pytest.approx(0.01)
+    cameras = [(c["camera"], c["frames_flagged"], c["frames_scored"]) for c in share["cameras"]]
+    assert cameras == [("(top folder)", 3, 10), ("cam2", 0, 2)]
+    line = alarm_share_line(share)
+    assert "25.0% of the 12 frames" in line and "highest: (top folder) 30.0%, cam2 0.0%" in line
+    assert "about 1.0%" in line
     uncalibrated = Threshold(None, level=0.99, release_level=0.95, min_event_frames=1, source="none")
     assert alarm_share(outputs.summaries, uncalibrated) is None
 
