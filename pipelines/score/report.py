@@ -63,10 +63,15 @@ def new_alarms(summaries: list[dict], keys: set[str]) -> dict[str, Any]:
 
 
 def alarm_share_line(share: dict[str, Any]) -> str:
-    """The console's sentence for `alarm_share`, naming the cameras with the highest shares."""
+    """The console's sentence for `alarm_share`."""
+    return f"alarms: {alarm_share_text(share)}"
+
+
+def alarm_share_text(share: dict[str, Any]) -> str:
+    """`alarm_share` in words, naming the cameras with the highest shares (the console's line, the review page)."""
     cameras = "".join(f"{', ' if i else '; highest: '}{row['camera']} {100 * row['share']:.1f}%"
                       for i, row in enumerate(share.get("cameras", [])[:SHARE_CAMERAS]))
-    return (f"alarms: {100 * share['share']:.1f}% of the {share['frames_scored']:,} frames scored, in "
+    return (f"{100 * share['share']:.1f}% of the {share['frames_scored']:,} frames scored, in "
             f"{share['videos_with_alarms']} videos{cameras}; on normal footage like the calibration videos the "
             f"threshold flags about {100 * share['nominal_false_alarm_rate']:.1f}%, so far more than that on a mostly "
             "normal archive means this footage differs from them (recalibrate on normal video of these cameras, "

@@ -40,6 +40,7 @@ from pipelines.score.frame_tables import columns_of
 from pipelines.score.ledger import LedgerSection
 from pipelines.score.outputs import Outputs
 from pipelines.score.previews import Preview, VideoRequest, render_previews
+from pipelines.score.report import alarm_share_text
 from pipelines.score.review_page import Alarm, Card, PageContent, render_page
 from pipelines.score.threshold import Threshold
 
@@ -296,6 +297,8 @@ def _facts(config: ScoreConfig, source: ModelSource, listing: Listing, limit: Th
                                           "frames flagged"))
     elif outputs.metrics is None:
         facts.append(("labels", outputs.metrics_note))
+    if report.get("alarms") is not None:
+        facts.append(("alarm share", alarm_share_text(report["alarms"])))
     return facts
 
 

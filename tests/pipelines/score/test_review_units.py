@@ -123,6 +123,14 @@ def test_no_cards_at_all_still_lists_the_alarms(tmp_path):
                         SimpleNamespace(videos={}), outputs, run_report(3), lambda _: None, previews)
     text = page.read_text()
     assert cards(text) == [] and previews.asked == [] and text.count("<tr data-camera=") == 6
+    assert "alarm share" not in text, "no share where the report has none"
+    share = {"share": 0.05, "frames_scored": 300, "frames_flagged": 15, "nominal_false_alarm_rate": 0.01,
+             "videos_with_alarms": 3, "cameras": [{"camera": "cam1", "share": 0.15, "frames_scored": 100,
+                                                   "frames_flagged": 15}]}
+    page = write_review(tmp_path, config, SimpleNamespace(tags={}, key="k", uri="u"), listing, SETTINGS, LIMIT,
+                        SimpleNamespace(videos={}), outputs, {**run_report(3), "alarms": share}, lambda _: None,
+                        previews)
+    assert "5.0% of the 300 frames scored, in 3 videos; highest: cam1 15.0%" in page.read_text()
 
 
 def test_nightly_pages_are_kept_linked_from_the_next_ones_and_pruned_to_the_newest(tmp_path, monkeypatch):
