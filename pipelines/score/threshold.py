@@ -35,7 +35,8 @@ from pipelines.score.isolated import read_each
 from pipelines.score.ledger import Ledger, LedgerSection
 
 FALLBACK_SCORE = 0.5  # per-video score above which a frame is flagged when no calibration exists
-ARCHIVE_FRAMES_PER_VIDEO = 5000  # frames of each scored video an archive calibration reads (memory stays bounded)
+ARCHIVE_VIDEOS = 1000  # the newest scored videos an archive calibration reads
+ARCHIVE_FRAMES_PER_VIDEO = 5000  # frames of each of them it keeps
 FROM_ARCHIVE = "from_archive"  # marks a calibration drawn from the archive: it then comes before the model's own
 
 
@@ -137,21 +138,23 @@ def choose_threshold(source: ModelSource, settings: ScoringSettings, listing: Li
 
 
 def archive_calibration(out: Path, section: LedgerSection, settings: ScoringSettings) -> dict[str, Any]:
-    """A calibration from the frame errors of the videos `section` has scored into `out` (at most
-    ARCHIVE_FRAMES_PER_VIDEO of each, evenly spaced), per camera, with the label-free check of its promise: each
-    tenth of the videos against the line the rest set.
+    """A calibration from the frame errors of the videos `section` has scored into `out` (the newest ARCHIVE_VIDEOS,
+    at most ARCHIVE_FRAMES_PER_VIDEO of each, evenly spaced: memory and reading stay bounded on a year of footage),
+    per camera, with the label-free check of its promise: each tenth of the videos against the line the rest set.
 
     Raises:
         ValueError: fewer than two scored videos with scored frames.
     """
+    newest = sorted((key for key, entry in section.videos.items() if entry.scored),
+                    key=lambda key: (section.videos[key].scored_at, key))[-ARCHIVE_VIDEOS:]
     videos = {}
-    for key, entry in sorted(section.videos.items()):
-        if entry.scored:
-            errors = pq.read_table(out / entry.file, columns=["error"]).column("error").to_numpy()
-            errors = errors[np.isfinite(errors)]
-            step = max(1, -(-len(errors) // ARCHIVE_FRAMES_PER_VIDEO))
-            if len(errors):
-                videos[key] = (camera_of(entry.video_id), errors[::step])
+    for key in sorted(newest):
+        entry = section.videos[key]
+        errors = pq.read_table(out / entry.file, columns=["error"]).column("error").to_numpy()
+        errors = errors[np.isfinite(errors)]
+        step = max(1, -(-len(errors) // ARCHIVE_FRAMES_PER_VIDEO))
+        if len(errors):
+            videos[key] = (camera_of(entry.video_id), errors[::step])
     if len(videos) < 2:
         raise ValueError(f"--calibrate-on-archive: model {section.key} has scored {len(videos)} videos with scored "
                          f"frames into {out}; the line needs 2 or more (score some nights first)")

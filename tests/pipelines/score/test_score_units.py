@@ -574,6 +574,11 @@ def test_an_archive_calibration_reads_a_bounded_sample_of_each_scored_video_per_
     assert calibration["cameras"]["cam1"]["quantiles"]["0.5"] == pytest.approx(1.0, abs=0.05)
     assert calibration["cameras"]["cam2"]["quantiles"]["0.5"] == pytest.approx(5.0, abs=0.05)
     assert calibration["unseen_video_exceedance"]["0.99"] > 0.3, "cam2 is far above the line the others set"
+    monkeypatch.setattr(threshold, "ARCHIVE_VIDEOS", 2)
+    section.videos["train/cam2/c.mp4"] = replace(section.videos["train/cam2/c.mp4"], scored_at="2020-01-01T00:00:00")
+    newest = threshold.archive_calibration(tmp_path, section, settings)
+    assert newest["num_values"] == 200 and newest["source"] == "2 videos scored into --out"
+    assert set(newest["cameras"]) == {"cam1"}, "the video scored longest ago (cam2/c) is left out"
     del section.videos["train/cam1/b.mp4"], section.videos["train/cam2/c.mp4"]
     with pytest.raises(ValueError, match="has scored 1 videos with scored frames"):
         threshold.archive_calibration(tmp_path, section, settings)
