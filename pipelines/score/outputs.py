@@ -170,7 +170,8 @@ class Outputs:
 
     `run_files`: the same tables for the videos of this run alone, when asked for (`rebuild_outputs`'s `run_keys`).
     `frame_files`: each scored video's file in the frame_scores.parquet folder; `normal_frames` and `false_alarms`:
-    scored frames labelled normal, and those flagged, over every video; `rewritten`: frame files this rebuild wrote.
+    scored frames labelled normal, and those flagged, over every video; `rewritten`: frame files this rebuild wrote;
+    `lost`: videos the ledger records as scored whose per-video file is gone (deleted by hand), left out.
     """
 
     files: dict[str, Path]
@@ -185,6 +186,7 @@ class Outputs:
     normal_frames: int = 0
     false_alarms: int = 0
     rewritten: int = 0
+    lost: list[str] = field(default_factory=list)
 
 
 class _Tables:
@@ -230,13 +232,15 @@ def rebuild_outputs(out: Path, section: LedgerSection, threshold: Threshold, set
     (`Outputs.run_files`), what a nightly run logs to MLflow instead of the whole history every night.
     """
     entries = sorted(section.videos.items())
+    lost = [key for key, entry in entries if entry.scored and not (out / entry.file).is_file()]
+    entries = [(key, entry) for key, entry in entries if key not in set(lost)]
     offline = None if threshold.calibration else _offline_scale(out, [e for _, e in entries if e.scored])
     folder = out / FRAME_SCORES
     prepare_folder(folder)
     tables = _Tables(out, threshold)
     run_only, run_tables = (set(run_keys[0]), _Tables(run_keys[1], threshold, True)) if run_keys else (set(), None)
     videos: dict[str, VideoTable] = {}
-    built = Outputs({}, [], None, "")
+    built = Outputs({}, [], None, "", lost=lost)
     for key, entry in entries:
         targets = [tables, run_tables] if key in run_only else [tables]
         if not entry.scored:

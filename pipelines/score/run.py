@@ -140,6 +140,7 @@ def _score(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStack)
                               plan.changed, deferred) | {"found_on_disk": len(plan.found_on_disk),
                                                          "redone": plan.redone,
                                                          "older_than_since": len(plan.older),
+                                                         "results_lost": outputs.lost,
                                                          "new_alarms": new_alarms(outputs.summaries, this_run)}
         write_json_atomic(out / REPORT_FILE, report)
         page = write_review(out, config, source, listing, settings, plan.limit, plan.section, outputs, report, echo)
@@ -163,6 +164,10 @@ def _score(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStack)
             echo(alarm_share_line(report["alarms"]))
     for item in deferred:
         echo(f"deferred {item.key}: {item.file}: {item.reason}")
+    if outputs.lost:
+        echo(f"{len(outputs.lost)} videos scored earlier are left out of the tables, as {outputs.lost[0]}: their "
+             f"per-video files are gone from {plan.ledger.folder(source.key)} (a run scores them again while they are "
+             "listed)")
     older = f", {len(plan.older)} older than --since" if config.since else ""
     echo(f"{'ok' if not failed else 'FAILED'}: {len(videos.scored)} scored, {plan.skipped} skipped (already scored), "
          f"{len(deferred)} deferred, {len(failed)} failed, {len(videos.short)} too short{older}; "

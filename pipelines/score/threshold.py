@@ -145,7 +145,7 @@ def archive_calibration(out: Path, section: LedgerSection, settings: ScoringSett
     Raises:
         ValueError: fewer than two scored videos with scored frames.
     """
-    newest = sorted((key for key, entry in section.videos.items() if entry.scored),
+    newest = sorted((key for key, entry in section.videos.items() if entry.scored and (out / entry.file).is_file()),
                     key=lambda key: (section.videos[key].scored_at, key))[-ARCHIVE_VIDEOS:]
     videos = {}
     for key in sorted(newest):

@@ -218,6 +218,28 @@ def test_a_video_deleted_while_the_run_goes_on_is_deferred_not_failed(models, tm
     assert report["scored"] == 1 and report["deferred"] == [] and scored_ids(out) == ["a.mp4", "b.mp4"]
 
 
+def test_results_deleted_by_hand_are_scored_again_or_left_out_never_a_failed_night(models, tmp_path, ray_session,
+                                                                                     capsys):
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    write_videos(archive, ["a", "b"])
+    args = ["--model", str(models["a"]), "--dataset", "videos", "--root", str(archive), "--out", str(out),
+            "--incremental", *LEAN]
+    assert score_main(args) == exit_codes.OK
+    per_video = {p.name: p for p in (out / "scored").rglob("*.parquet")}
+    per_video["a.mp4.parquet"].unlink()  # someone frees disk space in --out
+    assert score_main(args) == exit_codes.OK
+    report = json.loads((out / "score_report.json").read_text())
+    assert report["scored"] == 1 and report["results_lost"] == [] and scored_ids(out) == ["a.mp4", "b.mp4"]
+
+    per_video["a.mp4.parquet"].unlink()
+    (archive / "a.mp4").unlink()  # and the archive's retention takes the video too
+    capsys.readouterr()
+    assert score_main(args) == exit_codes.OK, "the tables are rebuilt without it: the nights go on"
+    report = json.loads((out / "score_report.json").read_text())
+    assert report["results_lost"] == ["train/a.mp4"] and scored_ids(out) == ["b.mp4"]
+    assert "1 videos scored earlier are left out of the tables, as train/a.mp4" in capsys.readouterr().out
+
+
 def test_an_alarm_line_drawn_from_the_archive_is_kept_for_the_nights_after(models, tmp_path, ray_session, capsys):
     archive, out = tmp_path / "archive", tmp_path / "out"
     write_videos(archive, ["a", "b", "c"])
