@@ -1,6 +1,7 @@
 """frame_scores.parquet as a folder of per-video files, so that a nightly run writes its own videos, not the archive.
 
     OUT/frame_scores.parquet/<split>/<video>.parquet    one video's frame rows (outputs.FRAME_SCHEMA)
+    OUT/frame_scores.parquet/empty.parquet              only while there is no video: no rows, the columns
 
 Any Parquet reader takes the folder as one table (`pd.read_parquet`, `pq.read_table`, Spark, DuckDB with
 `frame_scores.parquet/**/*.parquet`); rows come a video at a time, in file-name order. Each file is written
@@ -31,6 +32,7 @@ from pipelines.score.paths import contained
 
 TABLE_KEY = b"memae.table"  # in a frame file's footer: its VideoTable
 LAYOUT = 1  # bumped when what a file holds changes, so files of an older layout are rewritten
+EMPTY_FILE = "empty.parquet"  # the folder's only file while it holds no video: no rows, the columns
 
 
 @dataclass(frozen=True)
@@ -107,10 +109,17 @@ def prepare_folder(folder: Path) -> None:
     remove_temporary_files(folder)
 
 
-def prune(folder: Path, keep: Collection[Path]) -> int:
+def prune(folder: Path, keep: Collection[Path], schema: pa.Schema) -> int:
     """Removes frame files of videos no longer in the ledger's section (dropped, re-keyed, another model's) and
-    folders left empty; returns how many files went."""
+    folders left empty; returns how many files went. A folder left without videos gets EMPTY_FILE, no rows with
+    `schema`, so that readers still see the columns."""
     kept = set(keep)
+    if not kept:
+        kept.add(folder / EMPTY_FILE)
+        if not (folder / EMPTY_FILE).is_file():
+            tmp = temporary_path(folder / EMPTY_FILE)
+            pq.write_table(schema.empty_table(), tmp)
+            replace_atomically(tmp, folder / EMPTY_FILE)
     removed = 0
     for path in sorted(folder.rglob("*.parquet")):
         if path not in kept and path.is_file():

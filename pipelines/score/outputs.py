@@ -32,6 +32,7 @@ finished is the ledger's business (pipelines/score/ledger.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -171,7 +172,7 @@ class Outputs:
     `run_files`: the same tables for the videos of this run alone, when asked for (`rebuild_outputs`'s `run_keys`).
     `frame_files`: each scored video's file in the frame_scores.parquet folder; `normal_frames` and `false_alarms`:
     scored frames labelled normal, and those flagged, over every video; `rewritten`: frame files this rebuild wrote;
-    `lost`: videos the ledger records as scored whose per-video file is gone (deleted by hand), left out.
+    `lost`: videos the ledger records as scored whose per-video file is gone (deleted by hand) or damaged, left out.
     """
 
     files: dict[str, Path]
@@ -248,7 +249,12 @@ def rebuild_outputs(out: Path, section: LedgerSection, threshold: Threshold, set
                 target.add({"key": key, **_base_summary(entry), "scored": False})
             continue
         path = frame_file(folder, entry)
-        video, written = _video_table(out, path, key, entry, threshold, offline, settings, worst_frames, default_fps)
+        try:
+            video, written = _video_table(out, path, key, entry, threshold, offline, settings, worst_frames,
+                                          default_fps)
+        except _Unreadable:  # damaged on disk since it was written whole: its results are lost like a deleted file's
+            built.lost.append(key)
+            continue
         videos[key], built.frame_files[key] = video, path
         built.rewritten += written
         tables.add(video.summary, video.segments)
@@ -257,7 +263,7 @@ def rebuild_outputs(out: Path, section: LedgerSection, threshold: Threshold, set
         built.worst = _worst(built.worst + video.peaks, worst_frames)
         built.normal_frames += video.normal_frames
         built.false_alarms += video.false_alarms
-    prune(folder, built.frame_files.values())
+    prune(folder, built.frame_files.values(), FRAME_SCHEMA)
     built.files = {"frame_scores": folder, **tables.close()}
     built.run_files = run_tables.close() if run_tables is not None else {}
     built.summaries = tables.summaries
@@ -288,7 +294,7 @@ def _video_table(out: Path, path: Path, key: str, entry: LedgerEntry, threshold:
     cached = read_cached(path, expected)
     if cached is not None:
         return cached, False
-    video = _video_columns(pq.read_table(out / entry.file), entry, fps, threshold, scale)
+    video = _video_columns(_read_scores(out / entry.file), entry, fps, threshold, scale)
     segments = anomalous_segments(video["flagged"], video["error"], fps)
     errors, labels, flagged = video["error"], video["label"], video["flagged"]
     finite = ~np.isnan(errors)
@@ -343,9 +349,29 @@ def _nanmax(values: np.ndarray) -> float | None:
     return float(np.nanmax(values)) if np.isfinite(values).any() else None
 
 
+class _Unreadable(Exception):
+    """A per-video file that is there but cannot be read."""
+
+
+def _read_scores(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """A per-video file's columns.
+
+    Raises:
+        _Unreadable: a damaged file (OSError or Arrow's error), so that one video's loss never fails the night.
+    """
+    try:
+        return pq.read_table(path, columns=columns)
+    except (OSError, pa.ArrowException) as exc:
+        raise _Unreadable(f"{path}: {exc}") from exc
+
+
 def _offline_scale(out: Path, scored: list[LedgerEntry]) -> GlobalNormalizer:
-    """score_global's scale without a calibration, unclipped: min-max over every scored frame, else the identity."""
-    errors = [pq.read_table(out / entry.file, columns=["error"]).column("error").to_numpy() for entry in scored]
+    """score_global's scale without a calibration, unclipped: min-max over every readable scored frame, else the
+    identity."""
+    errors = []
+    for entry in scored:
+        with contextlib.suppress(_Unreadable):  # left out of the tables as lost
+            errors.append(_read_scores(out / entry.file, ["error"]).column("error").to_numpy())
     values = np.concatenate(errors) if errors else np.zeros(0)
     if not np.isfinite(values).any():
         return GlobalNormalizer(0.0, 1.0, clip=False)

@@ -166,8 +166,8 @@ def _score(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStack)
         echo(f"deferred {item.key}: {item.file}: {item.reason}")
     if outputs.lost:
         echo(f"{len(outputs.lost)} videos scored earlier are left out of the tables, as {outputs.lost[0]}: their "
-             f"per-video files are gone from {plan.ledger.folder(source.key)} (a run scores them again while they are "
-             "listed)")
+             f"per-video files in {plan.ledger.folder(source.key)} are gone or damaged (a run scores a gone one again "
+             "while its video is listed; delete a damaged one for that)")
     older = f", {len(plan.older)} older than --since" if config.since else ""
     echo(f"{'ok' if not failed else 'FAILED'}: {len(videos.scored)} scored, {plan.skipped} skipped (already scored), "
          f"{len(deferred)} deferred, {len(failed)} failed, {len(videos.short)} too short{older}; "

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from memae.calibration import calibrate_errors, threshold, unseen_video_exceedance
@@ -150,7 +151,10 @@ def archive_calibration(out: Path, section: LedgerSection, settings: ScoringSett
     videos = {}
     for key in sorted(newest):
         entry = section.videos[key]
-        errors = pq.read_table(out / entry.file, columns=["error"]).column("error").to_numpy()
+        try:
+            errors = pq.read_table(out / entry.file, columns=["error"]).column("error").to_numpy()
+        except (OSError, pa.ArrowException):  # damaged on disk: the rebuild reports it lost
+            continue
         errors = errors[np.isfinite(errors)]
         step = max(1, -(-len(errors) // ARCHIVE_FRAMES_PER_VIDEO))
         if len(errors):

@@ -43,7 +43,7 @@ from pipelines.score.data import (
     video_frame_blocks,
 )
 from pipelines.score.ledger import Ledger, LedgerEntry, Stamp
-from pipelines.score.outputs import MapSpool, rebuild_outputs, write_video_scores
+from pipelines.score.outputs import FRAME_SCHEMA, MapSpool, rebuild_outputs, write_video_scores
 from pipelines.score.paths import UnsafePath, video_path
 from pipelines.score.threshold import Threshold
 
@@ -550,6 +550,14 @@ def test_a_rebuild_writes_the_frame_files_of_new_or_changed_videos_only_and_the_
     after = rebuild(threshold(3.5))
     assert after.rewritten == 0 and sorted(pq.read_table(folder).column("video_id").unique().to_pylist()) == ["a", "b"]
     assert not fresh.frame_files["test/_c"].exists() and set(stamps) >= set(folder.rglob("*.parquet"))
+    kept = dict(section.videos)
+    section.videos.clear()
+    rebuild(threshold(3.5))
+    empty = pq.read_table(folder)
+    assert len(empty) == 0 and empty.schema.names == list(FRAME_SCHEMA.names), "no videos, still the columns"
+    section.videos.update(kept)
+    rebuild(threshold(3.5))
+    assert not (folder / "empty.parquet").exists() and len(pq.read_table(folder)) == 7
 
 
 def test_an_archive_calibration_reads_a_bounded_sample_of_each_scored_video_per_camera(tmp_path, monkeypatch):
