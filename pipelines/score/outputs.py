@@ -234,7 +234,7 @@ def rebuild_outputs(out: Path, section: LedgerSection, threshold: Threshold, set
     """
     entries = sorted(section.videos.items())
     lost = [key for key, entry in entries if entry.scored and not (out / entry.file).is_file()]
-    entries = [(key, entry) for key, entry in entries if key not in set(lost)]
+    entries = [(key, entry) for key, entry in entries if key not in frozenset(lost)] if lost else entries
     offline = None if threshold.calibration else _offline_scale(out, [e for _, e in entries if e.scored])
     folder = out / FRAME_SCORES
     prepare_folder(folder)
