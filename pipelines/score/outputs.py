@@ -233,8 +233,9 @@ def rebuild_outputs(out: Path, section: LedgerSection, threshold: Threshold, set
     (`Outputs.run_files`), what a nightly run logs to MLflow instead of the whole history every night.
     """
     entries = sorted(section.videos.items())
-    lost = [key for key, entry in entries if entry.scored and not (out / entry.file).is_file()]
-    entries = [(key, entry) for key, entry in entries if key not in frozenset(lost)] if lost else entries
+    present = [(key, entry) for key, entry in entries if not entry.scored or (out / entry.file).is_file()]
+    lost = [key for key, _ in entries if key not in dict(present)] if len(present) < len(entries) else []
+    entries = present
     offline = None if threshold.calibration else _offline_scale(out, [e for _, e in entries if e.scored])
     folder = out / FRAME_SCORES
     prepare_folder(folder)
