@@ -232,10 +232,12 @@ def rebuild_outputs(out: Path, section: LedgerSection, threshold: Threshold, set
     folder): also writes the three tables of just those videos into that folder, frame_scores.parquet as one file
     (`Outputs.run_files`), what a nightly run logs to MLflow instead of the whole history every night.
     """
-    entries = sorted(section.videos.items())
-    present = [(key, entry) for key, entry in entries if not entry.scored or (out / entry.file).is_file()]
-    lost = [key for key, _ in entries if key not in dict(present)] if len(present) < len(entries) else []
-    entries = present
+    entries, lost = [], []  # the videos whose per-video file (if they have one) is there; those whose file is gone
+    for key, entry in sorted(section.videos.items()):
+        if entry.scored and not (out / entry.file).is_file():
+            lost.append(key)
+        else:
+            entries.append((key, entry))
     offline = None if threshold.calibration else _offline_scale(out, [e for _, e in entries if e.scored])
     folder = out / FRAME_SCORES
     prepare_folder(folder)
