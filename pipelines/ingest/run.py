@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -170,8 +171,8 @@ def _ingest(
          f"{len(plan.failed)} unusable{deferred}")
     ray_start = _start_ray(cfg.num_cpus) if plan.todo else 0.0
     progress = Progress(len(plan.todo), echo)
-    ingested, failed, warnings = _ingest_videos(plan.todo, manifest, out, progress, on_video)
-    failed = plan.failed + failed
+    ingested, failed, gone, warnings = _ingest_videos(plan.todo, manifest, out, progress, on_video)
+    failed, deferred = plan.failed + failed, plan.deferred + gone
     elapsed = progress.elapsed
     report = {
         "dataset": name,
@@ -182,7 +183,7 @@ def _ingest(
         "skipped_already_done": plan.skipped,
         "found_on_disk": plan.found_on_disk,
         "redone": plan.redone,
-        "deferred": plan.deferred,
+        "deferred": deferred,
         "failed": failed,
         "warnings": plan.warnings + warnings,
         "skipped_files": [{"file": issue.file, "reason": issue.reason} for issue in skipped],
@@ -217,19 +218,29 @@ def _ingest_videos(
     out: Path,
     progress: Progress,
     on_video: Callable[[ManifestEntry], None] | None,
-) -> tuple[int, list[dict[str, str]], list[dict[str, str]]]:
-    """Runs the tasks, recording each entry in the manifest as it comes; returns (videos ingested, failures, notes
-    that decoding added).
+) -> tuple[int, list[dict[str, str]], list[dict[str, str]], list[dict[str, str]]]:
+    """Runs the tasks, recording each entry in the manifest as it comes; returns (videos ingested, failures, videos
+    deferred because their file went away while the run went on, notes that decoding added).
+
+    A video whose file is gone by the time it is read (an archive's retention, a person moving it) needs no person:
+    it stays pending in the manifest, and a later run ingests it if it comes back.
 
     The manifest is saved every MANIFEST_EVERY_S seconds and at the end, also on Ctrl-C: what finished is recorded,
     so a rerun skips it.
     """
     position = {v.key: i for i, v in enumerate(manifest.videos)}
-    ingested, failed, warnings = 0, [], []
+    ingested, failed, gone, warnings = 0, [], [], []
     saved = _save(manifest, out)
     try:
         for entry in run_tasks(tasks) if tasks else ():
             listed = manifest.videos[position[entry.key]]
+            if entry.status == "failed" and not os.path.lexists(entry.source):
+                reason = f"deleted or moved while the run went on ({entry.reason}): ingested by a later run if it " \
+                         "comes back"
+                gone.append(_problem(entry.video_id, entry.split, Issue(entry.source, reason)))
+                progress.echo(f"deferred {entry.split}/{entry.video_id}: {entry.source}: {reason}")
+                progress.update(dataclasses.replace(listed, status="deferred"))
+                continue
             manifest.videos[position[entry.key]] = entry
             for note in entry.notes[len(listed.notes):]:  # what decoding found, beyond what listing said
                 warnings.append(_problem(entry.video_id, entry.split, note))
@@ -246,7 +257,7 @@ def _ingest_videos(
                 on_video(entry)
     finally:
         _save(manifest, out)
-    return ingested, failed, warnings
+    return ingested, failed, gone, warnings
 
 
 def _plan(records: list[VideoRecord], manifest: Manifest, tasks: list[VideoTask], settle_s: float = 0.0) -> _Plan:

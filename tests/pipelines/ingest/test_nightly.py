@@ -236,3 +236,31 @@ def test_with_settle_s_a_file_perhaps_still_being_written_is_deferred_not_failed
     second = ingest(IngestConfig(root=root, out=out, size=(24, 32), settle_s=300), echo=lambda _: None)
     assert second.ok and second.report["ingested"] == 1 and second.report["deferred"] == []
     assert read_manifest(out)["complete"]
+
+
+def test_a_video_deleted_while_the_run_goes_on_is_deferred_not_failed(tmp_path, ray_session, monkeypatch):
+    from pipelines.ingest import run as ingest_run
+
+    root, out, moved = tmp_path / "archive", tmp_path / "out", tmp_path / "1.mp4"
+    for i in range(2):
+        tiny_video(root / f"{i}.mp4", i)
+    plan = ingest_run._plan
+
+    def plan_then_delete(*args, **kwargs):  # a retention job takes 1.mp4 away once the run has planned it
+        planned = plan(*args, **kwargs)
+        (root / "1.mp4").rename(moved)
+        return planned
+
+    monkeypatch.setattr(ingest_run, "_plan", plan_then_delete)
+    lines: list[str] = []
+    first = ingest(IngestConfig(root=root, out=out, size=(24, 32)), echo=lines.append)
+    assert first.ok and first.report["ingested"] == 1 and first.report["failed"] == []
+    ((deferred),) = first.report["deferred"]
+    assert deferred["video_id"] == "1.mp4" and deferred["reason"].startswith("deleted or moved while the run went on")
+    assert any(line.startswith("deferred train/1.mp4: ") for line in lines)
+    assert not read_manifest(out)["complete"], "still to ingest, not failed"
+
+    monkeypatch.setattr(ingest_run, "_plan", plan)
+    moved.rename(root / "1.mp4")
+    second = ingest(IngestConfig(root=root, out=out, size=(24, 32)), echo=lambda _: None)
+    assert second.ok and second.report["ingested"] == 1 and read_manifest(out)["complete"]
