@@ -53,13 +53,17 @@ def _share(summaries: list[dict]) -> dict[str, Any]:
     return {"frames_flagged": flagged, "frames_scored": frames, "share": flagged / frames if frames else float("nan")}
 
 
-def new_alarms(summaries: list[dict], keys: set[str]) -> dict[str, Any]:
-    """The alarms in the videos `keys` (those this run scored), highest peak error first: what an unattended night
-    hands to whatever tells a person (score_report.json `new_alarms`), without reading the whole tables or MLflow."""
+def new_alarms(summaries: list[dict], keys: set[str], limit: Threshold) -> dict[str, Any]:
+    """The alarms in the videos `keys` (those this run scored), highest peak error first, and their `alarm_share`
+    (per camera: a camera whose night lies far above the promise has changed, or its line was drawn on other
+    footage): what an unattended night hands to whatever tells a person (score_report.json `new_alarms`), without
+    reading the whole tables or MLflow."""
+    own = [s for s in summaries if s["key"] in keys]
     alarms = [{"video_id": s["video_id"], "split": s["split"], "source": s["source"], **segment}
-              for s in summaries if s["key"] in keys and s.get("scored") for segment in s["segments"]]
+              for s in own if s.get("scored") for segment in s["segments"]]
     alarms.sort(key=lambda a: (-a["peak_value"], a["split"], a["video_id"], a["start_frame"]))
-    return {"count": len(alarms), "videos": len(keys), "listed": alarms[:REPORTED_ALARMS]}
+    return {"count": len(alarms), "videos": len(keys), "listed": alarms[:REPORTED_ALARMS],
+            "share": alarm_share(own, limit)}
 
 
 def alarm_share_line(share: dict[str, Any]) -> str:

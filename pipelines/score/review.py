@@ -299,6 +299,9 @@ def _facts(config: ScoreConfig, source: ModelSource, listing: Listing, limit: Th
         facts.append(("labels", outputs.metrics_note))
     if report.get("alarms") is not None:
         facts.append(("alarm share", alarm_share_text(report["alarms"])))
+    night = (report.get("new_alarms") or {}).get("share")
+    if config.incremental and night is not None and night["frames_scored"]:
+        facts.append(("alarm share, this run", alarm_share_text(night)))
     return facts
 
 

@@ -45,7 +45,15 @@ from pipelines.score.ledger import Ledger, LedgerEntry, LedgerSection, Stamp, en
 from pipelines.score.outputs import Outputs, rebuild_outputs, write_video_scores
 from pipelines.score.paths import UnsafePath, video_path
 from pipelines.score.plots import plot_outputs
-from pipelines.score.report import REPORT_FILE, alarm_share_line, log_run, mlflow_run, new_alarms, score_report
+from pipelines.score.report import (
+    REPORT_FILE,
+    alarm_share_line,
+    alarm_share_text,
+    log_run,
+    mlflow_run,
+    new_alarms,
+    score_report,
+)
 from pipelines.score.review import log_review, write_review
 from pipelines.score.threshold import Threshold, choose_threshold
 from pipelines.score.worst import worst_images
@@ -137,11 +145,10 @@ def _score(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStack)
         failed = listing.problems + plan.problems + videos.failed
         deferred = plan.deferred + videos.deferred
         report = score_report(config, source, listing, plan.skipped, videos, failed, elapsed, outputs, plan.limit,
-                              plan.changed, deferred) | {"found_on_disk": len(plan.found_on_disk),
-                                                         "redone": plan.redone,
-                                                         "older_than_since": len(plan.older),
-                                                         "results_lost": outputs.lost,
-                                                         "new_alarms": new_alarms(outputs.summaries, this_run)}
+                              plan.changed, deferred)
+        report |= {"found_on_disk": len(plan.found_on_disk), "redone": plan.redone,
+                   "older_than_since": len(plan.older), "results_lost": outputs.lost,
+                   "new_alarms": new_alarms(outputs.summaries, this_run, plan.limit)}
         write_json_atomic(out / REPORT_FILE, report)
         page = write_review(out, config, source, listing, settings, plan.limit, plan.section, outputs, report, echo)
         if active is not None:
@@ -162,6 +169,9 @@ def _score(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStack)
         echo(outputs.metrics_note)
         if report["alarms"] is not None:
             echo(alarm_share_line(report["alarms"]))
+        night = report["new_alarms"]["share"]
+        if config.incremental and night is not None and night["frames_scored"]:
+            echo(f"this run's videos: {alarm_share_text(night)}")
     for item in deferred:
         echo(f"deferred {item.key}: {item.file}: {item.reason}")
     if outputs.lost:

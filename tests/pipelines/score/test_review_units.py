@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -131,6 +132,12 @@ def test_no_cards_at_all_still_lists_the_alarms(tmp_path):
                         SimpleNamespace(videos={}), outputs, {**run_report(3), "alarms": share}, lambda _: None,
                         previews)
     assert "5.0% of the 300 frames scored, in 3 videos; highest: cam1 15.0%" in page.read_text()
+    night = {**share, "share": 0.5, "frames_scored": 30, "cameras": []}
+    nightly = replace(config, incremental=True)
+    page = write_review(tmp_path, nightly, SimpleNamespace(tags={}, key="k", uri="u"), listing, SETTINGS, LIMIT,
+                        SimpleNamespace(videos={}), outputs, {**run_report(3), "alarms": share,
+                                                              "new_alarms": {"share": night}}, lambda _: None, previews)
+    assert "alarm share, this run" in page.read_text() and "50.0% of the 30 frames scored" in page.read_text()
 
 
 def test_nightly_pages_are_kept_linked_from_the_next_ones_and_pruned_to_the_newest(tmp_path, monkeypatch):

@@ -268,8 +268,11 @@ def test_an_alarm_line_drawn_from_the_archive_is_kept_for_the_nights_after(model
 
     write_videos(archive, ["d"], seed=7)
     assert score_main(args) == exit_codes.OK
-    assert "calibrated on 3 videos scored into --out" in capsys.readouterr().out, "kept for the nights after"
-    assert json.loads((out / "score_report.json").read_text())["scored"] == 1
+    printed = capsys.readouterr().out
+    assert "calibrated on 3 videos scored into --out" in printed, "kept for the nights after"
+    report = json.loads((out / "score_report.json").read_text())
+    assert report["scored"] == 1 and report["new_alarms"]["share"]["frames_scored"] == 24, "the night's own frames"
+    assert "this run's videos: " in printed
 
 
 def test_a_new_model_version_started_with_since_scores_recent_footage_and_leaves_the_rest_alone(models, tmp_path,

@@ -602,12 +602,17 @@ def test_new_alarms_are_those_of_this_runs_videos_highest_peak_first_and_bounded
 
     summaries = [summary("old", [9.0]), summary("a", [2.0, 5.0]), summary("b", [3.0]),
                  {"key": "test/short", "video_id": "short", "split": "test", "source": "/a/short", "scored": False}]
-    found = report.new_alarms(summaries, {"test/a", "test/b", "test/short"})
+    flagged = {"old": 90, "a": 8, "b": 4}
+    for s in summaries[:3]:
+        s.update(num_frames=100, frames_flagged=flagged[s["video_id"]])
+    calibrated = Threshold({"quantiles": {"0.5": 1.0, "0.99": 2.0}}, 0.99, 0.95, 1, "test")
+    found = report.new_alarms(summaries, {"test/a", "test/b", "test/short"}, calibrated)
     assert found["count"] == 3 and found["videos"] == 3
+    assert found["share"]["frames_scored"] == 200 and found["share"]["share"] == pytest.approx(0.06), "not old's"
     assert [(a["video_id"], a["peak_value"]) for a in found["listed"]] == [("a", 5.0), ("b", 3.0), ("a", 2.0)]
     assert found["listed"][0]["source"] == "/a/a" and found["listed"][0]["start_frame"] == 10
     monkeypatch.setattr(report, "REPORTED_ALARMS", 1)
-    bounded = report.new_alarms(summaries, {"test/a", "test/b"})
+    bounded = report.new_alarms(summaries, {"test/a", "test/b"}, calibrated)
     assert bounded["count"] == 3 and [a["peak_value"] for a in bounded["listed"]] == [5.0]
 
 
