@@ -66,9 +66,9 @@ def new_alarms(summaries: list[dict], keys: set[str], limit: Threshold) -> dict[
             "share": alarm_share(own, limit)}
 
 
-def alarm_share_line(share: dict[str, Any]) -> str:
-    """The console's sentence for `alarm_share`."""
-    return f"alarms: {alarm_share_text(share)}"
+def alarm_share_line(share: dict[str, Any], scope: str = "") -> str:
+    """The console's sentence for `alarm_share`; `scope` says of which videos (" in this run's videos")."""
+    return f"alarms{scope}: {alarm_share_text(share)}"
 
 
 def alarm_share_text(share: dict[str, Any]) -> str:

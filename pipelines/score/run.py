@@ -48,7 +48,6 @@ from pipelines.score.plots import plot_outputs
 from pipelines.score.report import (
     REPORT_FILE,
     alarm_share_line,
-    alarm_share_text,
     log_run,
     mlflow_run,
     new_alarms,
@@ -167,11 +166,13 @@ def _score(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStack)
              f"frames caught, precision {alarm['flag_precision']:.3f}")
     else:
         echo(outputs.metrics_note)
-        if report["alarms"] is not None:
-            echo(alarm_share_line(report["alarms"]))
-        night = report["new_alarms"]["share"]
-        if config.incremental and night is not None and night["frames_scored"]:
-            echo(f"this run's videos: {alarm_share_text(night)}")
+        share, night = report["alarms"], report["new_alarms"]["share"]
+        if config.incremental and night is not None and night["frames_scored"]:  # the night first: it can drift
+            echo(alarm_share_line(night, " in this run's videos"))
+            echo(f"alarms in every video scored into --out: {100 * share['share']:.1f}% of the "
+                 f"{share['frames_scored']:,} frames scored")
+        elif share is not None:
+            echo(alarm_share_line(share))
     for item in deferred:
         echo(f"deferred {item.key}: {item.file}: {item.reason}")
     if outputs.lost:
