@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,7 +42,7 @@ from pipelines.score.ledger import LedgerSection
 from pipelines.score.outputs import Outputs
 from pipelines.score.previews import Preview, VideoRequest, render_previews
 from pipelines.score.report import alarm_share_text
-from pipelines.score.review_page import Alarm, Card, PageContent, render_page
+from pipelines.score.review_page import Alarm, Card, PageContent, render_page, without_earlier_links
 from pipelines.score.threshold import Threshold
 
 REVIEW_DIR, PAGE_FILE, HISTORY_FILE = "report", "index.html", "history.json"
@@ -132,11 +133,16 @@ def _write_review(out: Path, config: ScoreConfig, source: ModelSource, listing: 
 
 
 def log_review(page: Path | None) -> None:
-    """Adds the page to the active MLflow run's artifacts (report/index.html), where the MLflow UI shows it."""
-    if page is not None:
-        import mlflow
+    """Adds the page to the active MLflow run's artifacts (report/index.html), where the MLflow UI shows it, without
+    the links to earlier nightly pages: those are kept in --out, not in the run."""
+    if page is None:
+        return
+    import mlflow
 
-        mlflow.log_artifact(str(page), REVIEW_DIR)
+    with tempfile.TemporaryDirectory(prefix="memae-review-") as tmp:
+        copy = Path(tmp) / page.name
+        copy.write_text(without_earlier_links(page.read_text(encoding="utf-8")), encoding="utf-8")
+        mlflow.log_artifact(str(copy), REVIEW_DIR)
 
 
 def kept_page_name(finished: str) -> str:

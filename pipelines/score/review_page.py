@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,11 +147,19 @@ def curve_svg(values: np.ndarray, alarm: Alarm, threshold: float | None) -> str:
             f'<title>{_e(label)}</title>{"".join(parts)}</svg>')
 
 
+def without_earlier_links(page_html: str) -> str:
+    """A rendered page without its links to earlier pages: the copy for a place that does not hold them (MLflow)."""
+    return _EARLIER_LINKS.sub("", page_html)
+
+
 def _earlier(page: PageContent, pages_href: str) -> str:
     if not page.earlier:
         return ""
     links = " · ".join(f'<a href="{_e(pages_href + name)}">{_e(text)}</a>' for name, text in page.earlier)
     return f'<p class="earlier">earlier pages: {links}</p>'
+
+
+_EARLIER_LINKS = re.compile(r'<p class="earlier">.*?</p>', re.DOTALL)  # what `_earlier` writes
 
 
 def _problems(page: PageContent) -> str:

@@ -26,6 +26,7 @@ from pipelines.score.data import Listing, VideoUnit
 from pipelines.score.outputs import FRAME_SCHEMA, FRAME_SCORES, Outputs
 from pipelines.score.previews import PREVIEW_FRAMES, Preview, VideoRequest, encode_animation, frame_plan
 from pipelines.score.review import camera_name, review_page, write_review
+from pipelines.score.review_page import without_earlier_links
 from pipelines.score.threshold import Threshold
 
 FRAMES, FPS = 100, 10.0
@@ -160,6 +161,10 @@ def test_nightly_pages_are_kept_linked_from_the_next_ones_and_pruned_to_the_newe
     assert f'<a href="pages/{names[1]}">{nights[1]}: 0 alarms in 0 videos</a>' in index
     assert names[0] not in index, "no link to a page that is gone"
     assert f'<a href="{names[0]}">{nights[0]}: 6 alarms in 3 videos</a>' in (kept / names[1]).read_text()
+    mlflow_copy = without_earlier_links(index)
+    assert "pages/" not in mlflow_copy and "earlier pages" not in mlflow_copy, "MLflow holds no earlier page"
+    start = index.index('<p class="earlier">')
+    assert mlflow_copy == index[:start] + index[index.index("</p>", start) + len("</p>"):], "and nothing else goes"
 
 
 def test_review_false_writes_nothing(tmp_path):
