@@ -19,7 +19,7 @@ from pipelines.score.collect import ScoredVideos
 from pipelines.score.config import ScoreConfig
 from pipelines.score.data import Listing, VideoOutcome
 from pipelines.score.outputs import Outputs
-from pipelines.score.threshold import Threshold
+from pipelines.score.threshold import FROM_ARCHIVE, Threshold
 
 REPORT_FILE = "score_report.json"
 METRIC_NAMES = ("auc_micro", "auc_macro", "eer", "average_precision")
@@ -37,7 +37,8 @@ def alarm_share(summaries: list[dict], limit: Threshold) -> dict[str, Any] | Non
         return None
     scored = [s for s in summaries if s.get("scored")]
     share = {**_share(scored), "nominal_false_alarm_rate": 1.0 - limit.level,
-             "videos_with_alarms": sum(s["frames_flagged"] > 0 for s in scored)}
+             "videos_with_alarms": sum(s["frames_flagged"] > 0 for s in scored),
+             "line_from_archive": bool(limit.calibration.get(FROM_ARCHIVE))}
     cameras: dict[str, list[dict]] = {}
     for summary in scored:
         cameras.setdefault(camera_of(summary["video_id"]) or TOP_CAMERA, []).append(summary)
@@ -75,11 +76,15 @@ def alarm_share_text(share: dict[str, Any]) -> str:
     """`alarm_share` in words, naming the cameras with the highest shares (the console's line, the review page)."""
     cameras = "".join(f"{', ' if i else '; highest: '}{row['camera']} {100 * row['share']:.1f}%"
                       for i, row in enumerate(share.get("cameras", [])[:SHARE_CAMERAS]))
+    if share.get("line_from_archive"):
+        like, advice = "the archive's footage the line was drawn on", "a camera moved, relit or newly added?"
+    else:
+        like, advice = "the calibration videos", ("recalibrate on normal video of these cameras, or with "
+                                                   "--calibrate-on-archive")
     return (f"{100 * share['share']:.1f}% of the {share['frames_scored']:,} frames scored, in "
-            f"{share['videos_with_alarms']} videos{cameras}; on normal footage like the calibration videos the "
-            f"threshold flags about {100 * share['nominal_false_alarm_rate']:.1f}%, so far more than that on a mostly "
-            "normal archive means this footage differs from them (recalibrate on normal video of these cameras, "
-            "or with --calibrate-on-archive)")
+            f"{share['videos_with_alarms']} videos{cameras}; on normal footage like {like} the threshold flags "
+            f"about {100 * share['nominal_false_alarm_rate']:.1f}%, so far more than that on a mostly normal archive "
+            f"means this footage differs from it ({advice})")
 
 
 def score_report(config: ScoreConfig, source: ModelSource, listing: Listing, skipped: int, videos: ScoredVideos,

@@ -273,6 +273,7 @@ def test_an_alarm_line_drawn_from_the_archive_is_kept_for_the_nights_after(model
     report = json.loads((out / "score_report.json").read_text())
     assert report["scored"] == 1 and report["new_alarms"]["share"]["frames_scored"] == 24, "the night's own frames"
     assert "alarms in this run's videos: " in printed and "alarms in every video scored into --out: " in printed
+    assert "like the archive's footage the line was drawn on" in printed and report["alarms"]["line_from_archive"]
 
 
 def test_a_new_model_version_started_with_since_scores_recent_footage_and_leaves_the_rest_alone(models, tmp_path,
