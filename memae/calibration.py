@@ -102,3 +102,23 @@ def unseen_video_exceedance(frame_errors: Mapping[str, np.ndarray], levels: tupl
         lines = np.quantile(others, levels)
         shares += [(videos[i][:, None] > lines).mean(0) for i in members]
     return {str(level): float(share) for level, share in zip(levels, np.mean(shares, axis=0), strict=True)}
+
+
+def later_video_exceedance(frame_errors: list[np.ndarray], levels: tuple[float, ...] = ALARM_LEVELS,
+                           newest: float = 0.1) -> dict[str, float] | None:
+    """The share of the newest videos' frames above the line the older ones set, averaged over those videos, per
+    level; `frame_errors` in the order the videos were recorded or scored. None with fewer than two videos that have
+    scored frames.
+
+    What a line drawn on an archive promises to tomorrow's footage, measured without a label and without letting
+    later footage set the line: drift (a season, a camera knocked aside) shows here first.
+    """
+    videos = [np.asarray(errors, dtype=np.float64) for errors in frame_errors]
+    videos = [errors[np.isfinite(errors)] for errors in videos if np.isfinite(errors).any()]
+    if len(videos) < 2:
+        return None
+    count = min(len(videos) - 1, max(1, round(newest * len(videos))))
+    lines = np.quantile(np.concatenate(videos[:-count]), levels)
+    shares = np.mean([(errors[:, None] > lines).mean(0) for errors in videos[-count:]], axis=0)
+    return {str(level): float(share) for level, share in zip(levels, shares, strict=True)}
+

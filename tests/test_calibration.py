@@ -106,3 +106,16 @@ def test_grouped_exceedance_checks_each_group_against_the_others_and_is_exact_wi
     mixed = {f"v{i}": rng.normal(2.0 if i % 4 == 0 else 1.0, 0.05, 500) for i in range(8)}
     assert unseen_video_exceedance(mixed, groups=4)["0.99"] == pytest.approx(0.25)
     assert unseen_video_exceedance(mixed)["0.99"] < 0.25, "each busy video sees the other busy one set the line"
+
+
+def test_later_video_exceedance_checks_the_newest_videos_against_the_line_of_the_older_ones():
+    from memae.calibration import later_video_exceedance
+
+    rng = np.random.default_rng(2)
+    steady = [rng.normal(1.0, 0.1, 1000) for _ in range(20)]
+    nominal = later_video_exceedance(steady)
+    assert 0.003 <= nominal["0.99"] <= 0.03
+    drifted = steady[:18] + [rng.normal(1.5, 0.1, 1000) for _ in range(2)]  # the last two nights: a camera moved
+    assert later_video_exceedance(drifted)["0.99"] > 0.9, "the newest tenth lies above the older footage's line"
+    assert later_video_exceedance(drifted[::-1])["0.99"] < 0.1, "order matters: here the odd videos are the oldest"
+    assert later_video_exceedance(steady[:1]) is None

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from memae.calibration import calibrate_errors, threshold, unseen_video_exceedance
+from memae.calibration import calibrate_errors, later_video_exceedance, threshold, unseen_video_exceedance
 from memae.datasets.cameras import camera_of
 from memae.evaluation import calibrate_model
 from memae.scoring import GlobalNormalizer, anomaly_score
@@ -132,6 +132,9 @@ def choose_threshold(source: ModelSource, settings: ScoringSettings, listing: Li
     expected = (calibration.get("unseen_video_exceedance") or {}).get(str(level))
     check = (f"; each calibration video passed the line of the others on {100 * expected:.1f}% of its frames"
              if expected is not None else "")
+    later = (calibration.get("later_video_exceedance") or {}).get(str(level))
+    check += (f", the newest tenth passed the line of the older ones on {100 * later:.1f}%"
+              if later is not None else "")
     echo(f"threshold: error > {chosen.error:.5g} (the {level} quantile of normal {calibration.get('unit', 'clip')} "
          f"errors; {origin}{cameras}{check}); events last while above the {chosen.release_level} quantile, "
          f"{config.min_event_frames} frames or more")
@@ -169,8 +172,10 @@ def archive_calibration(out: Path, section: LedgerSection, settings: ScoringSett
         np.concatenate([errors for _, errors in videos.values()]), settings.error_rule, unit="frame",
         source=f"{len(videos)} videos scored into --out", cameras={c: np.concatenate(e) for c, e in cameras.items()})
     exceedance = unseen_video_exceedance({key: errors for key, (_, errors) in videos.items()}, groups=10)
+    in_time = sorted(videos, key=lambda key: (section.videos[key].scored_at, key))
+    later = later_video_exceedance([videos[key][1] for key in in_time])
     return {**calibration, "frame_rule": settings.frame_rule, FROM_ARCHIVE: True,
-            "unseen_video_exceedance": exceedance}
+            "unseen_video_exceedance": exceedance, "later_video_exceedance": later}
 
 
 def _normal_clips(units: list[VideoUnit], settings: ScoringSettings, config: ScoreConfig,

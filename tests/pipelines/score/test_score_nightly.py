@@ -257,7 +257,9 @@ def test_an_alarm_line_drawn_from_the_archive_is_kept_for_the_nights_after(model
     assert json.loads((out / "score_report.json").read_text())["alarms"] is None, "no line yet: nothing promised"
 
     assert score_main([*args, "--calibrate-on-archive"]) == exit_codes.OK
-    assert "calibrated on 3 videos scored into --out" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "calibrated on 3 videos scored into --out" in printed
+    assert ", the newest tenth passed the line of the older ones on " in printed
     share = json.loads((out / "score_report.json").read_text())["alarms"]
     # Every flagged frame lies above the release line (the 0.95 quantile of these very frames): at most 5% of them.
     assert 0 <= share["share"] <= 0.05 and share["nominal_false_alarm_rate"] == pytest.approx(0.01)

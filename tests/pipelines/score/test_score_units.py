@@ -582,6 +582,7 @@ def test_an_archive_calibration_reads_a_bounded_sample_of_each_scored_video_per_
     assert calibration["cameras"]["cam1"]["quantiles"]["0.5"] == pytest.approx(1.0, abs=0.05)
     assert calibration["cameras"]["cam2"]["quantiles"]["0.5"] == pytest.approx(5.0, abs=0.05)
     assert calibration["unseen_video_exceedance"]["0.99"] > 0.3, "cam2 is far above the line the others set"
+    assert calibration["later_video_exceedance"]["0.99"] > 0.9, "scored last (by key, at one time), cam2 is newest"
     monkeypatch.setattr(threshold, "ARCHIVE_VIDEOS", 2)
     section.videos["train/cam2/c.mp4"] = replace(section.videos["train/cam2/c.mp4"], scored_at="2020-01-01T00:00:00")
     newest = threshold.archive_calibration(tmp_path, section, settings)
