@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,7 +46,7 @@ from memae.datasets.decode import resolve_decoder
 from memae.datasets.records import Issue, select_split
 from memae.files import remove_temporary_files, write_json_atomic
 from pipelines.common.lock import folder_lock
-from pipelines.common.settle import unsettled
+from pipelines.common.settle import gone_since_listed, unsettled
 from pipelines.ingest.config import IngestConfig
 from pipelines.ingest.manifest import (
     MANIFEST_FILE,
@@ -234,9 +233,7 @@ def _ingest_videos(
     try:
         for entry in run_tasks(tasks) if tasks else ():
             listed = manifest.videos[position[entry.key]]
-            if entry.status == "failed" and not os.path.lexists(entry.source):
-                reason = f"deleted or moved while the run went on ({entry.reason}): ingested by a later run if it " \
-                         "comes back"
+            if entry.status == "failed" and (reason := gone_since_listed(entry.source, entry.reason, "ingested")):
                 gone.append(_problem(entry.video_id, entry.split, Issue(entry.source, reason)))
                 progress.echo(f"deferred {entry.split}/{entry.video_id}: {entry.source}: {reason}")
                 progress.update(dataclasses.replace(listed, status="deferred"))

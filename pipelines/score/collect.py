@@ -112,5 +112,5 @@ class ScoredVideos:
 
     @property
     def deferred(self) -> list[VideoOutcome]:
-        """Videos whose file went away while the run went on (see `gone_since_listed`)."""
+        """Videos whose file went away while the run went on (`pipelines.common.settle.gone_since_listed`)."""
         return [o for o in self.outcomes if o.status == "deferred"]

@@ -22,7 +22,6 @@ tasks (isolated.py), so a decoder crash costs one video.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from typing import Any
 from memae.files import remove_temporary_files, write_json_atomic
 from memae.scoring import anomaly_score, frames_from_clips
 from pipelines.common.lock import folder_lock
+from pipelines.common.settle import gone_since_listed
 from pipelines.registry.source import MLFLOW_SCHEMES, ModelSource, ScoringSettings, load_model_source, scoring_settings
 from pipelines.score.actors import run_precision, score_batches
 from pipelines.score.changes import found_on_disk, renamed_videos, select_videos
@@ -283,18 +283,16 @@ def _score_videos(plan: _Plan, config: ScoreConfig, echo: Callable[[str], None])
     for unit in collector.unfinished():
         reason = "no result: its decoding or scoring task failed (see the Ray logs)"
         failure = VideoOutcome("failed", unit.split, unit.video_id, unit.source, reason)
-        result.outcomes.append(gone_since_listed(failure, unit.source))
+        result.outcomes.append(_deferred_if_gone(failure, unit.source))
     result.clips = collector.clips
     return result
 
 
-def gone_since_listed(failure: VideoOutcome, source: str) -> VideoOutcome:
-    """A failure whose file no longer exists, deferred instead: an archive's retention or a person deleted or moved
-    it after it was listed, which no person needs to fix; it is not recorded, so it is scored if it comes back."""
-    if os.path.lexists(source):
-        return failure
-    return replace(failure, status="deferred", reason=f"deleted or moved while the run went on ({failure.reason}): "
-                                                      "scored by a later run if it comes back")
+def _deferred_if_gone(failure: VideoOutcome, source: str) -> VideoOutcome:
+    """A failure whose file no longer exists, deferred instead (`settle.gone_since_listed`): it is not recorded, so a
+    later run scores it if it comes back."""
+    reason = gone_since_listed(source, failure.reason, "scored")
+    return failure if reason is None else replace(failure, status="deferred", reason=reason)
 
 
 def _finish(unit: VideoUnit, video: VideoClips, plan: _Plan, folder: Path) -> VideoOutcome:
@@ -303,7 +301,7 @@ def _finish(unit: VideoUnit, video: VideoClips, plan: _Plan, folder: Path) -> Vi
     outcome = VideoOutcome(end.status, unit.split, unit.video_id, end.file, end.reason, end.num_frames, end.num_clips)
     if end.status == "failed":
         video.discard_maps()
-        return gone_since_listed(outcome, unit.source)
+        return _deferred_if_gone(outcome, unit.source)
     entry = LedgerEntry(unit.video_id, unit.split, unit.source, end.num_frames, end.num_clips, end.fps, None,
                         datetime.now(timezone.utc).isoformat(timespec="seconds"), plan.stamps.get(unit.key))
     if end.status == "done":
