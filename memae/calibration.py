@@ -18,7 +18,7 @@ the line the others set.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -90,8 +90,7 @@ def unseen_video_exceedance(frame_errors: Mapping[str, np.ndarray], levels: tupl
         groups: with many videos (an archive), deal them round-robin into this many groups and check each group
             against the line of the others: as many quantiles as groups, not as videos.
     """
-    videos = [np.asarray(errors, dtype=np.float64) for errors in frame_errors.values()]
-    videos = [errors[np.isfinite(errors)] for errors in videos if np.isfinite(errors).any()]
+    videos = _scored_frames(frame_errors.values())
     if len(videos) < 2:
         return None
     count = len(videos) if groups is None else max(2, min(groups, len(videos)))
@@ -113,8 +112,7 @@ def later_video_exceedance(frame_errors: list[np.ndarray], levels: tuple[float, 
     What a line drawn on an archive promises to tomorrow's footage, measured without a label and without letting
     later footage set the line: drift (a season, a camera knocked aside) shows here first.
     """
-    videos = [np.asarray(errors, dtype=np.float64) for errors in frame_errors]
-    videos = [errors[np.isfinite(errors)] for errors in videos if np.isfinite(errors).any()]
+    videos = _scored_frames(frame_errors)
     if len(videos) < 2:
         return None
     count = min(len(videos) - 1, max(1, round(newest * len(videos))))
@@ -122,3 +120,8 @@ def later_video_exceedance(frame_errors: list[np.ndarray], levels: tuple[float, 
     shares = np.mean([(errors[:, None] > lines).mean(0) for errors in videos[-count:]], axis=0)
     return {str(level): float(share) for level, share in zip(levels, shares, strict=True)}
 
+
+def _scored_frames(frame_errors: Iterable[np.ndarray]) -> list[np.ndarray]:
+    """Each video's finite frame errors, leaving out videos without any."""
+    videos = [np.asarray(errors, dtype=np.float64) for errors in frame_errors]
+    return [errors[np.isfinite(errors)] for errors in videos if np.isfinite(errors).any()]

@@ -196,8 +196,8 @@ class _Tables:
 
     def __init__(self, folder: Path, threshold: Threshold, frame_file: bool = False) -> None:
         self.folder, self.threshold = folder, threshold
-        self.frame_tmp = temporary_path(folder / FRAME_SCORES)
-        self.writer = pq.ParquetWriter(self.frame_tmp, FRAME_SCHEMA) if frame_file else None
+        self.frame_tmp = temporary_path(folder / FRAME_SCORES) if frame_file else None
+        self.writer = pq.ParquetWriter(self.frame_tmp, FRAME_SCHEMA) if self.frame_tmp else None
         self.summaries: list[dict] = []
         self.segments: list[dict] = []
 

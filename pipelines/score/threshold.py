@@ -144,7 +144,8 @@ def choose_threshold(source: ModelSource, settings: ScoringSettings, listing: Li
 def archive_calibration(out: Path, section: LedgerSection, settings: ScoringSettings) -> dict[str, Any]:
     """A calibration from the frame errors of the videos `section` has scored into `out` (the newest ARCHIVE_VIDEOS,
     at most ARCHIVE_FRAMES_PER_VIDEO of each, evenly spaced: memory and reading stay bounded on a year of footage),
-    per camera, with the label-free check of its promise: each tenth of the videos against the line the rest set.
+    per camera, with the label-free checks of its promise: each tenth of the videos against the line the rest set,
+    and the newest tenth against the line of the older ones.
 
     Raises:
         ValueError: fewer than two scored videos with scored frames.
@@ -172,8 +173,7 @@ def archive_calibration(out: Path, section: LedgerSection, settings: ScoringSett
         np.concatenate([errors for _, errors in videos.values()]), settings.error_rule, unit="frame",
         source=f"{len(videos)} videos scored into --out", cameras={c: np.concatenate(e) for c, e in cameras.items()})
     exceedance = unseen_video_exceedance({key: errors for key, (_, errors) in videos.items()}, groups=10)
-    in_time = sorted(videos, key=lambda key: (section.videos[key].scored_at, key))
-    later = later_video_exceedance([videos[key][1] for key in in_time])
+    later = later_video_exceedance([videos[key][1] for key in newest if key in videos])  # newest: in time order
     return {**calibration, "frame_rule": settings.frame_rule, FROM_ARCHIVE: True,
             "unseen_video_exceedance": exceedance, "later_video_exceedance": later}
 
