@@ -60,6 +60,19 @@ def write_json_atomic(path: str | os.PathLike, content: Any) -> None:
         tmp.write_text(json.dumps(json_ready(content), indent=1) + "\n")
 
 
+def set_aside(path: str | os.PathLike, suffix: str) -> Path:
+    """Renames `path` to a sibling named `<name><suffix>` (`-2`, `-3`... after it when taken) and returns it: a file
+    that must no longer be used, kept for a person to look at instead of deleted or overwritten."""
+    path = Path(path)
+    target, n = path.with_name(path.name + suffix), 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}{suffix}-{n}")
+    os.rename(path, target)
+    _fsync_folder(path.parent)
+    return target
+
+
 def remove_temporary_files(folder: str | os.PathLike) -> list[Path]:
     """Deletes the temporary files an interrupted run left under `folder`; returns what was removed."""
     folder = Path(folder)

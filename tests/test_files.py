@@ -10,6 +10,7 @@ from memae.files import (
     json_ready,
     remove_temporary_files,
     safe_name,
+    set_aside,
     temporary_path,
     write_json_atomic,
 )
@@ -80,3 +81,13 @@ def test_a_rename_into_place_is_flushed_to_disk_file_first_then_its_folder(tmp_p
     write_json_atomic(path, {"a": 1})
     assert len(synced) == 2 and synced[0].startswith(str(path.parent / ".m.json.tmp-"))
     assert synced[1] == str(path.parent)
+
+
+def test_a_file_set_aside_keeps_its_bytes_and_never_overwrites_an_earlier_one(tmp_path):
+    path = tmp_path / "v.parquet"
+    path.write_bytes(b"one")
+    assert set_aside(path, ".damaged") == tmp_path / "v.parquet.damaged" and not path.exists()
+    path.write_bytes(b"two")
+    assert set_aside(path, ".damaged") == tmp_path / "v.parquet.damaged-2"
+    assert (tmp_path / "v.parquet.damaged").read_bytes() == b"one"
+    assert (tmp_path / "v.parquet.damaged-2").read_bytes() == b"two"

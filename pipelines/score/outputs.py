@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 
 from memae.datasets.cameras import camera_of
 from memae.evaluation import video_metrics
-from memae.files import json_ready, replace_atomically, temporary_path, write_json_atomic
+from memae.files import json_ready, replace_atomically, set_aside, temporary_path, write_json_atomic
 from memae.metrics import frame_metrics
 from memae.scoring import GlobalNormalizer, anomaly_score
 from memae.segments import anomalous_segments
@@ -67,6 +67,7 @@ from pipelines.score.threshold import Threshold
 FRAME_SCORES, SUMMARY = "frame_scores.parquet", "video_summary.json"
 SEGMENTS, METRICS = "segments.parquet", "metrics.json"
 SUMMARY_FIELDS = ("video_id", "split", "source", "num_frames", "num_clips", "fps")  # of the ledger entry
+DAMAGED_SUFFIX = ".damaged"  # a damaged per-video file is renamed to this, out of the `*.parquet` a run looks for
 RECORD_KEY = b"memae.ledger"  # in a per-video file's footer: its ledger row (pipelines/score/ledger.py, entry_record)
 
 VIDEO_SCHEMA = pa.schema([
@@ -172,7 +173,8 @@ class Outputs:
     `run_files`: the same tables for the videos of this run alone, when asked for (`rebuild_outputs`'s `run_keys`).
     `frame_files`: each scored video's file in the frame_scores.parquet folder; `normal_frames` and `false_alarms`:
     scored frames labelled normal, and those flagged, over every video; `rewritten`: frame files this rebuild wrote;
-    `lost`: videos the ledger records as scored whose per-video file is gone (deleted by hand) or damaged, left out.
+    `lost`: videos the ledger records as scored whose per-video file is gone (deleted by hand) or damaged, left out;
+    `set_aside`: {damaged per-video file: where it was moved}, so that a later run scores its video again.
     """
 
     files: dict[str, Path]
@@ -188,6 +190,7 @@ class Outputs:
     false_alarms: int = 0
     rewritten: int = 0
     lost: list[str] = field(default_factory=list)
+    set_aside: dict[str, str] = field(default_factory=dict)
 
 
 class _Tables:
@@ -255,8 +258,10 @@ def rebuild_outputs(out: Path, section: LedgerSection, threshold: Threshold, set
         try:
             video, written = _video_table(out, path, key, entry, threshold, offline, settings, worst_frames,
                                           default_fps)
-        except _Unreadable:  # damaged on disk since it was written whole: its results are lost like a deleted file's
+        except _Unreadable:  # damaged on disk since it was written whole: lost like a deleted file, scored again
             built.lost.append(key)
+            with contextlib.suppress(OSError):  # a file that cannot even be renamed stays reported as lost
+                built.set_aside[str(out / entry.file)] = str(set_aside(out / entry.file, DAMAGED_SUFFIX))
             continue
         videos[key], built.frame_files[key] = video, path
         built.rewritten += written

@@ -147,6 +147,7 @@ def _score(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStack)
                               plan.changed, deferred)
         report |= {"found_on_disk": len(plan.found_on_disk), "redone": plan.redone,
                    "older_than_since": len(plan.older), "results_lost": outputs.lost,
+                   "results_set_aside": outputs.set_aside,
                    "new_alarms": new_alarms(outputs.summaries, this_run, plan.limit)}
         write_json_atomic(out / REPORT_FILE, report)
         page = write_review(out, config, source, listing, settings, plan.limit, plan.section, outputs, report, echo)
@@ -177,8 +178,10 @@ def _score(config: ScoreConfig, echo: Callable[[str], None], cleanup: ExitStack)
         echo(f"deferred {item.key}: {item.file}: {item.reason}")
     if outputs.lost:
         echo(f"{len(outputs.lost)} videos scored earlier are left out of the tables, as {outputs.lost[0]}: their "
-             f"per-video files in {plan.ledger.folder(source.key)} are gone or damaged (a run scores a gone one again "
-             "while its video is listed; delete a damaged one for that)")
+             f"per-video files in {plan.ledger.folder(source.key)} are gone or damaged (a run scores them again "
+             "while their video is listed)")
+    for damaged, moved in outputs.set_aside.items():
+        echo(f"damaged, moved aside to be scored again: {damaged} -> {moved}")
     older = f", {len(plan.older)} older than --since" if config.since else ""
     echo(f"{'ok' if not failed else 'FAILED'}: {len(videos.scored)} scored, {plan.skipped} skipped (already scored), "
          f"{len(deferred)} deferred, {len(failed)} failed, {len(videos.short)} too short{older}; "

@@ -239,11 +239,20 @@ def test_results_deleted_by_hand_are_scored_again_or_left_out_never_a_failed_nig
     assert report["results_lost"] == ["train/a.mp4"] and scored_ids(out) == ["b.mp4"]
     assert "1 videos scored earlier are left out of the tables, as train/a.mp4" in capsys.readouterr().out
 
-    per_video["b.mp4.parquet"].write_bytes(b"damaged on disk")
+    damaged = per_video["b.mp4.parquet"]
+    damaged.write_bytes(b"damaged on disk")
     assert score_main([*args, "--calibrate-on-archive"]) == exit_codes.NOT_STARTED, "no scored frames left to read"
     assert score_main(args) == exit_codes.OK
     report = json.loads((out / "score_report.json").read_text())
     assert sorted(report["results_lost"]) == ["train/a.mp4", "train/b.mp4"] and scored_ids(out) == []
+    aside = damaged.with_name("b.mp4.parquet.damaged")
+    assert report["results_set_aside"] == {str(damaged): str(aside)} and aside.read_bytes() == b"damaged on disk"
+    assert f"damaged, moved aside to be scored again: {damaged} -> {aside}" in capsys.readouterr().out
+
+    assert score_main(args) == exit_codes.OK, "the next night scores the damaged one's video again"
+    report = json.loads((out / "score_report.json").read_text())
+    assert report["scored"] == 1 and report["results_lost"] == ["train/a.mp4"] and scored_ids(out) == ["b.mp4"]
+    assert report["results_set_aside"] == {} and aside.is_file()
 
 
 def test_an_alarm_line_drawn_from_the_archive_is_kept_for_the_nights_after(models, tmp_path, ray_session, capsys):
