@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 TEMPORARY_PATTERN = ".*.tmp-*"  # what `temporary_path` names look like, for `remove_temporary_files`
+OUTPUT_MARKER = ".memae.lock"  # in every folder a job writes (its lock, pipelines/common/lock.py): not an archive's
 
 
 def temporary_path(path: str | os.PathLike) -> Path:

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from memae.datasets.records import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Issue, VideoRecord
+from memae.files import OUTPUT_MARKER
 
+OUTPUT_FOLDER = f"an output folder of memae's jobs (it holds {OUTPUT_MARKER}; not searched)"
 OUTSIDE_ROOT = "symbolic link to a {kind} outside --root ({target})"
 _NOT_REGULAR = "not a regular file (a device, pipe or socket)"
 
@@ -38,7 +40,9 @@ class Entry(NamedTuple):
 def walk(root: str | Path) -> Iterator[Entry]:
     """Every file under `root`, and the folders it does not search (hidden, linked, unreadable), in name order.
 
-    Links to folders are reported, not followed. Folders named like a video file are reported and searched.
+    Links to folders are reported, not followed. Folders named like a video file are reported and searched. A job's
+    output folder put inside the archive (`--out /srv/cctv/scores`) is reported once and not searched, so a night
+    neither walks nor lists the files earlier nights wrote there.
     """
     root = Path(root)
     real_root = Path(os.path.realpath(root))
@@ -63,6 +67,8 @@ def walk(root: str | Path) -> Iterator[Entry]:
                     yield Entry(path, "a symbolic link to a folder (not followed)", True)
                 else:
                     yield Entry(path, problem)
+            elif is_folder and (path / OUTPUT_MARKER).exists():
+                yield Entry(path, OUTPUT_FOLDER, True)
             elif is_folder:
                 if path.suffix.lower() in VIDEO_SUFFIXES:
                     yield Entry(path, "a folder named like a video file (the files in it are searched)", True)

@@ -21,7 +21,9 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-LOCK_FILE = ".memae.lock"
+from memae.files import OUTPUT_MARKER
+
+LOCK_FILE = OUTPUT_MARKER  # also what tells an archive walk that a folder is a job's output (memae.datasets.listing)
 
 
 class FolderBusy(RuntimeError):

@@ -9,6 +9,8 @@ from PIL import Image
 
 from experiments.synthetic import LAYOUTS
 from memae.datasets import Preprocess, VideoDecodeError, decode, iter_frames, open_dataset, probe, unlisted_files
+from memae.datasets.listing import OUTPUT_FOLDER
+from memae.files import OUTPUT_MARKER
 
 from ..conftest import TINY, archive_with_bad_links, empty_video, tiny_video
 
@@ -33,6 +35,20 @@ def test_an_id_does_not_change_when_a_same_named_file_appears_elsewhere(tmp_path
     after = ids(tmp_path)
     assert list(before) == ["cam1/0001.mp4"] and sorted(after) == ["cam1/0001.mp4", "cam2/0001.mp4"]
     assert after["cam1/0001.mp4"].source == before["cam1/0001.mp4"].source
+
+
+def test_an_output_folder_inside_the_archive_is_reported_once_and_never_read_as_footage(tmp_path):
+    tiny_video(tmp_path / "cam1" / "0001.mp4")
+    out = tmp_path / "scores"  # a user's --out /srv/cctv/scores, after a night
+    tiny_video(out / "report" / "previews" / "alarm.mp4")
+    (out / "scored").mkdir()
+    (out / "scored" / "cam1_0001.mp4.parquet").write_bytes(b"PAR1")
+    (out / OUTPUT_MARKER).write_text("{}")
+    records = open_dataset("videos", tmp_path, probe_videos=False)
+    assert [r.video_id for r in records] == ["cam1/0001.mp4"]
+    assert [(i.file, i.reason) for i in unlisted_files(tmp_path, records)] == [(str(out), OUTPUT_FOLDER)]
+    (out / OUTPUT_MARKER).unlink()  # a folder that merely looks like one is an archive's folder like any other
+    assert len(open_dataset("videos", tmp_path, probe_videos=False)) == 2
 
 
 def test_ids_that_would_share_a_file_are_refused_naming_both_files(tmp_path):
