@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 
+TOP_CAMERA = "(top folder)"  # how reports name the camera of videos directly under --root, beside camera folders
 _SPLIT_FOLDERS = {"train", "training", "test", "testing"}
 _SCENE_ID = re.compile(r"^(\d{2})_\d+$")
 
@@ -28,3 +29,8 @@ def camera_of(video_id: str) -> str:
         return folders[0] if folders else ""
     scene = _SCENE_ID.match(video_id)
     return scene.group(1) if scene else ""
+
+
+def camera_name(camera: str) -> str:
+    """A camera as reports name it: its folder, or TOP_CAMERA for the videos directly under the root."""
+    return camera or TOP_CAMERA

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from memae.datasets.cameras import camera_of
+from memae.datasets.cameras import camera_name, camera_of
 from pipelines.common.config import flatten, save_config
 from pipelines.common.naming import new_run_name
 from pipelines.registry.source import ModelSource, ScoringSettings
@@ -25,12 +25,12 @@ REPORT_FILE = "score_report.json"
 METRIC_NAMES = ("auc_micro", "auc_macro", "eer", "average_precision")
 REPORTED_ALARMS = 1000  # alarms listed in score_report.json's new_alarms; the rest only counted
 SHARE_CAMERAS = 3  # cameras the console names beside the alarm share (score_report.json lists them all)
-TOP_CAMERA = "(top folder)"  # the camera of videos directly under --root, beside camera folders
 
 
 def alarm_share(summaries: list[dict], limit: Threshold) -> dict[str, Any] | None:
     """How much of the folder's scored footage lies inside alarms, beside what the threshold promises on normal video,
-    and the same per camera (highest share first) when there are several; None without a calibrated threshold. The
+    and the same per camera (highest share first, and whether it has a line of its own where the calibration has
+    per-camera lines) when there are several; None without a calibrated threshold. The
     one check of the calibration an unlabelled archive allows: on footage that is mostly normal, a share far above
     the nominal rate says it differs from the calibration videos, and the cameras say where."""
     if not limit.calibration:
@@ -41,9 +41,11 @@ def alarm_share(summaries: list[dict], limit: Threshold) -> dict[str, Any] | Non
              "line_from_archive": bool(limit.calibration.get(FROM_ARCHIVE))}
     cameras: dict[str, list[dict]] = {}
     for summary in scored:
-        cameras.setdefault(camera_of(summary["video_id"]) or TOP_CAMERA, []).append(summary)
+        cameras.setdefault(camera_of(summary["video_id"]), []).append(summary)
     if len(cameras) > 1:
-        rows = [{"camera": camera, **_share(videos)} for camera, videos in cameras.items()]
+        lines = bool(limit.calibration.get("cameras"))  # which cameras have a line of their own, when some have
+        rows = [{"camera": camera_name(camera), **({"own_line": limit.own_line(camera)} if lines else {}),
+                 **_share(videos)} for camera, videos in cameras.items()]
         share["cameras"] = sorted(rows, key=lambda r: (-np.nan_to_num(r["share"], nan=-1.0), r["camera"]))
     return share
 
@@ -75,6 +77,7 @@ def alarm_share_line(share: dict[str, Any], scope: str = "") -> str:
 def alarm_share_text(share: dict[str, Any]) -> str:
     """`alarm_share` in words, naming the cameras with the highest shares (the console's line, the review page)."""
     cameras = "".join(f"{', ' if i else '; highest: '}{row['camera']} {100 * row['share']:.1f}%"
+                      f"{'' if row.get('own_line', True) else ' (pooled line)'}"
                       for i, row in enumerate(share.get("cameras", [])[:SHARE_CAMERAS]))
     if share.get("line_from_archive"):
         like, advice = "the archive's footage the line was drawn on", "a camera moved, relit or newly added?"

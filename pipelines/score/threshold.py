@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from memae.calibration import calibrate_errors, later_video_exceedance, threshold, unseen_video_exceedance
-from memae.datasets.cameras import camera_of
+from memae.datasets.cameras import camera_name, camera_of
 from memae.evaluation import calibrate_model
 from memae.scoring import GlobalNormalizer, anomaly_score
 from memae.segments import hysteresis_flags
@@ -38,6 +38,7 @@ from pipelines.score.ledger import Ledger, LedgerSection
 FALLBACK_SCORE = 0.5  # per-video score above which a frame is flagged when no calibration exists
 ARCHIVE_VIDEOS = 1000  # the newest scored videos an archive calibration reads
 ARCHIVE_FRAMES_PER_VIDEO = 5000  # frames of each of them it keeps
+SHOWN_CAMERAS = 5  # cameras named in a console line (score_report.json has them all)
 FROM_ARCHIVE = "from_archive"  # marks a calibration drawn from the archive: it then comes before the model's own
 
 
@@ -60,6 +61,10 @@ class Threshold:
     def low(self) -> float | None:
         """The raw error that maps to score_global 0: the median normal error (None without a calibration)."""
         return self.median("")
+
+    def own_line(self, camera: str) -> bool:
+        """Whether `camera` was calibrated on its own footage; the others are judged by the pooled line."""
+        return camera in ((self.calibration or {}).get("cameras") or {})
 
     def alarm(self, camera: str) -> float | None:
         return threshold(self.calibration, self.level, camera) if self.calibration else None
@@ -138,6 +143,11 @@ def choose_threshold(source: ModelSource, settings: ScoringSettings, listing: Li
     echo(f"threshold: error > {chosen.error:.5g} (the {level} quantile of normal {calibration.get('unit', 'clip')} "
          f"errors; {origin}{cameras}{check}); events last while above the {chosen.release_level} quantile, "
          f"{config.min_event_frames} frames or more")
+    pooled = sorted({camera_of(unit.video_id) for unit in listing.units} - set(calibration.get("cameras") or {}))
+    if count and pooled:  # a camera added since the line was drawn, or one with too little footage for its own
+        echo(f"{len(pooled)} cameras have no alarm line of their own and are judged by the line of all cameras pooled: "
+             f"{', '.join(map(camera_name, pooled[:SHOWN_CAMERAS]))}{' ...' if len(pooled) > SHOWN_CAMERAS else ''}"
+             " (--calibrate-on-archive draws theirs once some of their footage is scored)")
     return chosen, failures
 
 

@@ -257,7 +257,7 @@ def test_results_deleted_by_hand_are_scored_again_or_left_out_never_a_failed_nig
 
 def test_an_alarm_line_drawn_from_the_archive_is_kept_for_the_nights_after(models, tmp_path, ray_session, capsys):
     archive, out = tmp_path / "archive", tmp_path / "out"
-    write_videos(archive, ["a", "b", "c"])
+    write_videos(archive, ["cam1/a", "cam1/b", "cam1/c"], frames=40)  # enough frames for a line of cam1's own
     args = ["--model", str(models["a"]), "--dataset", "videos", "--root", str(archive), "--out", str(out),
             "--incremental", *LEAN]
     assert score_main([*args, "--calibrate-on-archive"]) == exit_codes.NOT_STARTED
@@ -277,14 +277,18 @@ def test_an_alarm_line_drawn_from_the_archive_is_kept_for_the_nights_after(model
     assert line["source"] == "calibrated on 3 videos scored into --out"
     assert line["error"] == pytest.approx(errors.quantile(0.99)), "the 0.99 quantile of the archive's frame errors"
 
-    write_videos(archive, ["d"], seed=7)
+    assert "no alarm line of their own" not in printed
+    write_videos(archive, ["cam2/d"], seed=7)  # a camera added after the line was drawn
     assert score_main(args) == exit_codes.OK
     printed = capsys.readouterr().out
     assert "calibrated on 3 videos scored into --out" in printed, "kept for the nights after"
+    assert "1 cameras have no alarm line of their own and are judged by the line of all cameras pooled: cam2 (" \
+        in printed
     report = json.loads((out / "score_report.json").read_text())
     assert report["scored"] == 1 and report["new_alarms"]["share"]["frames_scored"] == 24, "the night's own frames"
     assert "alarms in this run's videos: " in printed and "alarms in every video scored into --out: " in printed
     assert "like the archive's footage the line was drawn on" in printed and report["alarms"]["line_from_archive"]
+    assert {(c["camera"], c["own_line"]) for c in report["alarms"]["cameras"]} == {("cam1", True), ("cam2", False)}
 
 
 def test_a_new_model_version_started_with_since_scores_recent_footage_and_leaves_the_rest_alone(models, tmp_path,

@@ -640,7 +640,11 @@ def test_the_alarm_share_counts_flagged_frames_of_scored_videos_against_the_nomi
     assert cameras == [("(top folder)", 3, 10), ("cam2", 0, 2)]
     line = alarm_share_line(share)
     assert "25.0% of the 12 frames" in line and "highest: (top folder) 30.0%, cam2 0.0%" in line
-    assert "about 1.0%" in line
+    assert "about 1.0%" in line and "pooled" not in line and "own_line" not in share["cameras"][0]
+    cam2_only = Threshold({**quantiles, "cameras": {"cam2": quantiles}}, 0.99, 0.95, 1, "test")
+    share = alarm_share(outputs.summaries, cam2_only)
+    assert [(c["camera"], c["own_line"]) for c in share["cameras"]] == [("(top folder)", False), ("cam2", True)]
+    assert "highest: (top folder) 30.0% (pooled line), cam2 0.0%;" in alarm_share_line(share)
     uncalibrated = Threshold(None, level=0.99, release_level=0.95, min_event_frames=1, source="none")
     assert alarm_share(outputs.summaries, uncalibrated) is None
 
