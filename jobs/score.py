@@ -8,7 +8,7 @@
 Writes to --out: frame_scores.parquet (a folder any Parquet reader takes as one table, a file per video, so a night
 writes only its own: video_id, split, frame, time_s, error, normality, score, score_global, flagged, label),
 video_summary.json and segments.parquet (anomalous segments, frames and seconds), metrics.json (labelled data:
-auc_micro, auc_macro, eer, average_precision, per-video and global), plots/, score_report.json (counts, failures,
+auc_micro, auc_macro, eer, average_precision, per-video and global), plots/, score_report.json (counts, failures, notes,
 and new_alarms: the alarms in the videos this run scored, highest peak first), report/index.html, ledger.sqlite; and
 logs them to one MLflow run. Clip length, size, error and frame rules are the model's unless flags say otherwise (an
 official .pt gets the paper's protocol: 16 frames of 256x256, l1 error, each clip scoring its centre frame).

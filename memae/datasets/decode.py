@@ -144,18 +144,45 @@ class RecordFrames:
     """One record, opened once: its header (`header()`), then its frames (`chunks()`); a context manager.
 
     Reading the header from the reader that then decodes saves opening a video twice, about a tenth of the CPU of
-    ingesting a short video (benchmarks/bench_ingest.py).
+    ingesting a short video (benchmarks/bench_ingest.py). A video the chosen backend cannot open, or fails on within
+    its first chunk, is read by the next installed one (`decoders.AUTO_ORDER`) with a note saying so: decord refuses
+    some files other decoders read whole (an MPEG-TS of a single H.264 group of pictures with B-frames), and a
+    readable video is not to be reported damaged. `decoder` names the backend that reads it. A failure after the
+    first chunk came out is the file's: reported, never decoded a second time; when every backend fails, the chosen
+    one's failure is raised.
     """
 
     def __init__(self, record: VideoRecord, prep: Preprocess, notes: list[Issue] | None, decoder: str) -> None:
-        from memae.datasets.decoders import BACKENDS
+        from memae.datasets.decoders import AUTO_ORDER, BACKENDS, unavailable
 
         self.record, self.prep, self.notes = record, prep, notes
         self.decoder = resolve_decoder(decoder) if record.is_video_file else "pillow"
-        self.video = None
+        self.video: OpenVideo | None = None
+        self._others = [n for n in AUTO_ORDER if n != self.decoder and unavailable(n) is None]
+        self._failure: tuple[str, VideoDecodeError] | None = None  # the chosen backend's, while another stands in
         if record.is_video_file:
             check_file(record.source)
-            self.video = BACKENDS[self.decoder].open(record.source, prep.size, prep.channels)
+            try:
+                self.video = BACKENDS[self.decoder].open(record.source, prep.size, prep.channels)
+            except VideoDecodeError as exc:
+                self._fall_back(exc)
+
+    def _fall_back(self, failure: VideoDecodeError) -> None:
+        """Opens the next installed backend after `failure`, before any chunk came out; raises the chosen backend's
+        failure when none is left that opens the file."""
+        from memae.datasets.decoders import BACKENDS
+
+        self._failure = self._failure or (self.decoder, failure)
+        self.close()
+        while self._others:
+            name = self._others.pop(0)
+            try:
+                self.video = BACKENDS[name].open(self.record.source, self.prep.size, self.prep.channels)
+            except VideoDecodeError:
+                continue
+            self.decoder = name
+            return
+        raise self._failure[1]
 
     def header(self) -> VideoRecord:
         """The record with the frame count and fps its video file's header declares; frame folders as they are.
@@ -173,11 +200,27 @@ class RecordFrames:
     def chunks(self, chunk: int = 256) -> Iterator[np.ndarray]:
         """The frames in order, as `iter_frames` gives them (read once: the reader is not rewound)."""
         if self.video is not None:
-            yield from _video_chunks(self.record.source, self.video, chunk, self.decoder)
+            yield from self._video_chunks(chunk)
         elif not self.record.frame_files:
             raise VideoDecodeError(self.record.source, "no frame images in this folder")
         else:
             yield from _iter_images(self.record.frame_files, self.prep, chunk, self.notes)
+
+    def _video_chunks(self, chunk: int) -> Iterator[np.ndarray]:
+        while True:
+            pieces = _video_chunks(self.record.source, self.video, chunk, self.decoder)
+            try:
+                first = next(pieces)
+            except VideoDecodeError as exc:
+                self._fall_back(exc)
+                continue
+            break
+        if self._failure is not None:
+            chosen, failure = self._failure
+            _note(self.notes, Issue(str(self.record.source), f"read with {self.decoder}, as {chosen} failed: "
+                                                             f"{failure.reason}"))
+        yield first
+        yield from pieces
 
     def close(self) -> None:
         if self.video is not None:

@@ -141,10 +141,6 @@ def _write_shard(
     stamp: tuple[int, int] | None,
 ) -> ManifestEntry:
     """Streams the decoded frames into the shard at `path` and seals it with the video's entry, which it returns."""
-    meta = {
-        "dataset": task.dataset, "video_id": record.video_id, "split": record.split, "source": str(record.source),
-        "preprocessing": dataclasses.asdict(task.prep), "decoder": task.decoder if record.is_video_file else "pillow",
-    }
     size = task.prep.size
     # decoded a row group at a time when the size is known, so a row group is written from the decoder's own array
     chunk = frames_per_row_group((*size, task.prep.channels)) if size else DECODE_CHUNK
@@ -152,6 +148,10 @@ def _write_shard(
     first = next(chunks, None)
     if first is None:
         raise VideoDecodeError(record.source, NO_FRAMES)
+    meta = {  # after the first chunk: the decoder is the one that read it (another stands in for one that failed)
+        "dataset": task.dataset, "video_id": record.video_id, "split": record.split, "source": str(record.source),
+        "preprocessing": dataclasses.asdict(task.prep), "decoder": frames.decoder,
+    }
     shape = first.shape[1:]
     rows = frames_per_row_group(shape)
     labels = record.labels

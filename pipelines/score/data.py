@@ -87,6 +87,7 @@ class VideoOutcome:
     reason: str | None = None
     num_frames: int | None = None
     num_clips: int | None = None
+    notes: tuple[str, ...] = ()  # worth saying, not a failure: another decoder read the video
 
     @property
     def key(self) -> str:
@@ -107,13 +108,15 @@ class VideoEnd:
     fps: float | None = None
     file: str | None = None  # of a failure: the file that could not be read
     reason: str | None = None
+    notes: tuple[str, ...] = ()  # what decoding said without failing (decode.RecordFrames: another decoder read it)
 
     def encode(self) -> str:
         return json.dumps(asdict(self))
 
     @classmethod
     def decode(cls, text: str) -> VideoEnd:
-        return cls(**json.loads(text))
+        fields = json.loads(text)
+        return cls(**{**fields, "notes": tuple(fields.get("notes", ()))})
 
 
 @dataclass
@@ -187,15 +190,17 @@ def _problem(split: str, video_id: str, file: str, reason: str) -> VideoOutcome:
 # Decoding, frame blocks and clip cutting: Ray tasks and actors only (the scoring pipeline, pipelines/score/isolated.py)
 
 
-def unit_frames(unit: VideoUnit, settings: ScoringSettings) -> tuple[Iterator[np.ndarray], float | None]:
+def unit_frames(unit: VideoUnit, settings: ScoringSettings,
+                notes: list[Issue] | None = None) -> tuple[Iterator[np.ndarray], float | None]:
     """(frame chunks (n, H, W, C) uint8 in order, fps). Raises VideoDecodeError for a video that cannot be read.
 
     A video file is opened once, here: its header (frame count, fps) comes from the reader that then decodes it, and
     an unreadable file fails before any frame is asked for. The reader closes when the chunks end or are dropped.
+    `notes` gets what decoding says without failing (as `memae.datasets.iter_frames`).
     """
     if unit.shard is not None:
         return (frames for _, frames, _ in iter_shard(unit.shard)), unit.fps
-    frames = open_frames(unit.record, Preprocess((settings.height, settings.width), settings.color))
+    frames = open_frames(unit.record, Preprocess((settings.height, settings.width), settings.color), notes)
     try:
         record = frames.header()
         if (issue := declared_label_issue(record)) is not None:
@@ -263,6 +268,7 @@ def video_frame_blocks(row: dict, settings: ScoringSettings, batch_size: int) ->
     num_frames = num_clips = 0
     fps = unit.fps
     failure: tuple[str, str] | None = None  # (file, reason)
+    notes: list[Issue] = []
 
     def counted(chunks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         nonlocal num_frames
@@ -273,7 +279,7 @@ def video_frame_blocks(row: dict, settings: ScoringSettings, batch_size: int) ->
             yield chunk
 
     try:
-        chunks, fps = unit_frames(unit, settings)
+        chunks, fps = unit_frames(unit, settings, notes)
         clips = clips_per_block(settings, batch_size)
         for first, frames in frame_blocks(counted(chunks), settings.clip_len, settings.stride, clips):
             num_clips += len(clip_starts(len(frames), settings.clip_len, settings.stride))
@@ -284,7 +290,7 @@ def video_frame_blocks(row: dict, settings: ScoringSettings, batch_size: int) ->
         failure = unit.source, f"{type(exc).__name__}: {exc}"
     status = "failed" if failure else "done" if num_clips else "short"
     file, reason = failure or (None, None)
-    end = VideoEnd(status, num_frames, num_clips, fps or unit.fps, file, reason)
+    end = VideoEnd(status, num_frames, num_clips, fps or unit.fps, file, reason, tuple(n.reason for n in notes))
     yield _block_row(unit.key, -1, np.zeros((0, *frame_shape), np.uint8), end.encode())
 
 

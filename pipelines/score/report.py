@@ -112,6 +112,8 @@ def score_report(config: ScoreConfig, source: ModelSource, listing: Listing, ski
         "failed": [f.problem() for f in failed],
         "skipped_files": [{"file": issue.file, "reason": issue.reason} for issue in listing.unlisted],
         "too_short": videos.short,
+        "notes": [{"split": o.split, "video_id": o.video_id, "note": note}
+                  for o in videos.outcomes for note in o.notes],
         "clips_scored": videos.clips,
         "frames_scored": frames,
         "seconds": round(elapsed, 3),

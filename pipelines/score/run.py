@@ -282,7 +282,7 @@ def _score_videos(plan: _Plan, config: ScoreConfig, echo: Callable[[str], None])
             rate = collector.clips / max(time.perf_counter() - started, 1e-9)
             echo(f"[{len(result.outcomes):>{width}}/{len(plan.todo)}] {outcome.status:<6} {unit.key}: "
                  f"{video.end.num_frames} frames, {video.end.num_clips} clips  "
-                 f"({collector.clips} clips, {rate:.1f} clips/s)")
+                 f"({collector.clips} clips, {rate:.1f} clips/s){''.join(f'; {n}' for n in outcome.notes)}")
     for unit in collector.unfinished():
         reason = "no result: its decoding or scoring task failed (see the Ray logs)"
         failure = VideoOutcome("failed", unit.split, unit.video_id, unit.source, reason)
@@ -301,7 +301,8 @@ def _deferred_if_gone(failure: VideoOutcome, source: str) -> VideoOutcome:
 def _finish(unit: VideoUnit, video: VideoClips, plan: _Plan, folder: Path) -> VideoOutcome:
     """Writes a complete video's scores, then records it in the ledger (a failed one is recorded nowhere)."""
     end, settings = video.end, plan.settings
-    outcome = VideoOutcome(end.status, unit.split, unit.video_id, end.file, end.reason, end.num_frames, end.num_clips)
+    outcome = VideoOutcome(end.status, unit.split, unit.video_id, end.file, end.reason, end.num_frames, end.num_clips,
+                           end.notes)
     if end.status == "failed":
         video.discard_maps()
         return _deferred_if_gone(outcome, unit.source)

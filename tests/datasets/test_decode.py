@@ -184,3 +184,85 @@ def test_auto_picks_the_first_usable_backend_and_a_missing_one_says_why(monkeypa
     monkeypatch.setattr(decoders, "unavailable", lambda name: f"no {name} here")
     with pytest.raises(ValueError, match="no video decoder can be used here: decord: no decord here"):
         resolve_decoder("auto")
+
+
+class _RefusesAtFirstChunk:
+    """A backend that opens a file and fails on its first chunk, as decord does on some MPEG-TS files."""
+
+    declared, fps = 24, 10.0
+
+    def __init__(self, path, size=None, channels=3):
+        self.path = path
+
+    def chunks(self, chunk):
+        raise VideoDecodeError(self.path, "decoding failed at frame 0 (corrupt data)")
+        yield
+
+    def close(self):
+        pass
+
+
+@pytest.mark.skipif(STATUS["decord"] or STATUS["opencv"], reason="needs decord and opencv")
+def test_a_video_the_chosen_decoder_fails_on_at_once_is_read_by_the_next_one_with_a_note(tmp_path, monkeypatch):
+    import memae.datasets.decoders as decoders
+
+    record = video_record(written_avi(tmp_path))
+    prep = Preprocess((24, 32), "gray")
+    expected = decode(record, prep, decoder="opencv")
+    monkeypatch.setitem(decoders.BACKENDS, "decord", decoders.Backend("decord", "decord", _RefusesAtFirstChunk, True))
+    notes = []
+    with open_frames(record, prep, notes, "decord") as frames:
+        assert np.array_equal(np.concatenate(list(frames.chunks(8))), expected) and frames.decoder == "opencv"
+    assert [n.reason for n in notes] == [
+        "read with opencv, as decord failed: decoding failed at frame 0 (corrupt data)"]
+
+    def refuses_to_open(path, size=None, channels=3):
+        raise VideoDecodeError(path, "not a video decord can read (corrupt or truncated)")
+
+    monkeypatch.setitem(decoders.BACKENDS, "decord", decoders.Backend("decord", "decord", refuses_to_open, True))
+    notes.clear()
+    assert np.array_equal(np.concatenate(list(iter_frames(record, prep, 8, notes, "decord"))), expected)
+    assert notes[0].reason.startswith("read with opencv, as decord failed: not a video decord can read")
+
+    monkeypatch.setitem(decoders.BACKENDS, "opencv", decoders.Backend("opencv", "cv2", _RefusesAtFirstChunk, False))
+    with pytest.raises(VideoDecodeError, match="not a video decord can read"):  # every one fails: the chosen's words
+        decode(record, prep, decoder="decord")
+
+
+@pytest.mark.skipif(STATUS["opencv"], reason="needs opencv")
+def test_a_failure_after_the_first_chunk_is_the_files_and_no_other_decoder_tries(tmp_path, monkeypatch):
+    import memae.datasets.decoders as decoders
+
+    opened = []
+    for name, backend in list(decoders.BACKENDS.items()):
+        def counted(*args, name=name, real=backend.open):
+            opened.append(name)
+            return real(*args)
+        monkeypatch.setitem(decoders.BACKENDS, name, decoders.Backend(name, backend.module, counted, False))
+    data = bytearray(written_avi(tmp_path).read_bytes())
+    data[len(data) * 3 // 4 :] = b"\x55" * (len(data) - len(data) * 3 // 4)  # the last quarter of the frames gone
+    damaged = tmp_path / "damaged.avi"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(VideoDecodeError, match="truncated or damaged|corrupt"):
+        list(iter_frames(video_record(damaged), Preprocess((24, 32), "gray"), 4, [], "opencv"))
+    assert opened == ["opencv"], "the frames already handed on are not decoded again by another backend"
+
+
+def test_an_mpeg_ts_decord_refuses_is_read_whole_by_another_decoder(tmp_path):
+    """Seen on this machine: decord 0.6 fails at frame 0 on an MPEG-TS of one H.264 group of pictures with B-frames
+    (a short clip as x264 writes it by default), a file FFmpeg and OpenCV read whole."""
+    av = pytest.importorskip("av", reason="PyAV (the bench extra) writes the H.264 MPEG-TS")
+    if STATUS["decord"] or STATUS["opencv"]:
+        pytest.skip("needs decord and opencv")
+    path = tmp_path / "clip.ts"
+    frames = render_video(TINY, "test", 0).frames
+    with av.open(str(path), "w", format="mpegts") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    notes = []
+    with open_frames(video_record(path), Preprocess((24, 32), "gray"), notes, "decord") as opened:
+        assert len(np.concatenate(list(opened.chunks(8)))) == len(frames) and opened.decoder == "opencv"
+    assert notes[0].reason.startswith("read with opencv, as decord failed: ")

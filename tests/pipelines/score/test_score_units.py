@@ -143,6 +143,19 @@ def test_a_video_becomes_frame_blocks_then_an_end_row_with_its_counts(tmp_path, 
     assert len(short) == 1 and VideoEnd.decode(short[0]["end"][0]).status == "short"
 
 
+def test_a_video_another_decoder_reads_is_scored_and_its_end_row_says_so(tmp_path, monkeypatch):
+    import memae.datasets.decoders as decoders
+    from memae.datasets import VideoDecodeError
+
+    def refuses(path, size=None, channels=3):
+        raise VideoDecodeError(path, "not a video decord can read (corrupt or truncated)")
+
+    monkeypatch.setitem(decoders.BACKENDS, "decord", decoders.Backend("decord", "decord", refuses, True))
+    *_, end = block_rows(mp4_unit(tmp_path / "v.mp4", 30), tiny_settings(stride=2))
+    assert VideoEnd.decode(end["end"][0]) == VideoEnd("done", 30, 12, 10.0, notes=(
+        "read with opencv, as decord failed: not a video decord can read (corrupt or truncated)",))
+
+
 def test_a_corrupt_video_ends_in_a_failed_row(tmp_path):
     unit = mp4_unit(tmp_path / "v.mp4", 30)
     (tmp_path / "v.mp4").write_bytes((tmp_path / "v.mp4").read_bytes()[:300])
@@ -160,11 +173,11 @@ def test_frames_of_the_wrong_shape_or_a_break_mid_stream_fail_the_video_after_th
         yield np.zeros((20, 32, 32, 1), np.uint8)
         raise VideoDecodeError("/v/020.png", "cannot decode image")
 
-    monkeypatch.setattr(data, "unit_frames", lambda unit, settings: (broken(unit, settings), 25.0))
+    monkeypatch.setattr(data, "unit_frames", lambda unit, settings, _: (broken(unit, settings), 25.0))
     *blocks, end = block_rows(VideoUnit("test", "v", "/v"), tiny_settings())
     assert len(blocks) == 3 and VideoEnd.decode(end["end"][0]) == VideoEnd("failed", 20, 12, 25.0, "/v/020.png",
                                                                             "cannot decode image")
-    monkeypatch.setattr(data, "unit_frames", lambda unit, settings: (iter([np.zeros((9, 16, 16, 1), np.uint8)]), 25.0))
+    monkeypatch.setattr(data, "unit_frames", lambda *_: (iter([np.zeros((9, 16, 16, 1), np.uint8)]), 25.0))
     (end,) = block_rows(VideoUnit("test", "v", "/v"), tiny_settings())
     assert "frames of shape (16, 16, 1), expected (32, 32, 1)" in VideoEnd.decode(end["end"][0]).reason
 
