@@ -47,6 +47,7 @@ UNREADABLE_VIDEO = "not a video decord can read (corrupt or truncated)"
 NO_FRAMES = "holds no frames"
 DECODERS = ("decord", "opencv", "torchcodec")  # the registered video backends (decoders.BACKENDS)
 DEFAULT_DECODER = "decord"  # what library callers get; ingest's --decoder defaults to "auto"
+PEEKED_FRAMES = 16  # decoded by `RecordFrames.header` of a file that declares no frame count (the rest follow)
 
 
 def unreadable(decoder: str) -> str:
@@ -160,6 +161,8 @@ class RecordFrames:
         self.video: OpenVideo | None = None
         self._others = [n for n in AUTO_ORDER if n != self.decoder and unavailable(n) is None]
         self._failure: tuple[str, VideoDecodeError] | None = None  # the chosen backend's, while another stands in
+        self._pieces: Iterator[np.ndarray] | None = None  # the video's chunks, once asked for
+        self._peeked: np.ndarray | None = None  # the first chunk, read by `header` to tell a stream from an empty file
         if record.is_video_file:
             check_file(record.source)
             try:
@@ -187,20 +190,28 @@ class RecordFrames:
     def header(self) -> VideoRecord:
         """The record with the frame count and fps its video file's header declares; frame folders as they are.
 
+        A file that declares no frame count (a bare H.264 stream, `.h264`) gets None, the count decoding finds, once
+        its first frames are decoded here: an empty file is refused now, not after the caller has begun.
+
         Raises:
-            VideoDecodeError: the header declares no frames.
+            VideoDecodeError: the file holds no frames.
         """
         if self.video is None:
             return self.record
-        if self.video.declared == 0:
-            detail = f"{self.decoder} reads a frame count of 0 in its header"
-            raise VideoDecodeError(self.record.source, NO_FRAMES, detail)
-        return dataclasses.replace(self.record, num_frames=self.video.declared, fps=self.video.fps or self.record.fps)
+        if not self.video.declared and self._pieces is None:
+            self._pieces = self._video_chunks(PEEKED_FRAMES)
+            self._peeked = next(self._pieces)
+        return dataclasses.replace(self.record, num_frames=self.video.declared or None,
+                                   fps=self.video.fps or self.record.fps)
 
     def chunks(self, chunk: int = 256) -> Iterator[np.ndarray]:
         """The frames in order, as `iter_frames` gives them (read once: the reader is not rewound)."""
-        if self.video is not None:
-            yield from self._video_chunks(chunk)
+        if self._pieces is not None or self.video is not None:
+            if self._peeked is not None:
+                yield self._peeked
+                self._peeked = None
+            self._pieces = self._pieces or self._video_chunks(chunk)
+            yield from self._pieces
         elif not self.record.frame_files:
             raise VideoDecodeError(self.record.source, "no frame images in this folder")
         else:
@@ -335,11 +346,11 @@ def read_header(record: VideoRecord, decoder: str = DEFAULT_DECODER) -> VideoRec
     """`record` with the frame count and fps its video file's header declares; frame folders come back unchanged.
 
     Raises:
-        VideoDecodeError: the file cannot be opened, or declares no frames.
+        VideoDecodeError: the file cannot be opened, or holds no frames.
     """
     if not record.is_video_file:
         return record
-    with open_frames(record, Preprocess(None, "rgb"), decoder=decoder) as frames:
+    with open_frames(record, Preprocess(None, "rgb"), [], decoder) as frames:  # notes: decoding repeats them
         return frames.header()
 
 

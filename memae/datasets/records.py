@@ -19,7 +19,9 @@ from memae.files import safe_name
 
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".webm", ".flv", ".wmv", ".ts", ".3gp")
+VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".webm", ".flv", ".wmv", ".ts", ".3gp",
+                  ".mts", ".m2ts", ".asf", ".vob", ".mxf",  # camcorders, older recorders, broadcast
+                  ".h264", ".264", ".h265", ".265", ".hevc")  # bare streams, as recorders export them (no frame count)
 
 
 class Issue(NamedTuple):

@@ -266,3 +266,59 @@ def test_an_mpeg_ts_decord_refuses_is_read_whole_by_another_decoder(tmp_path):
     with open_frames(video_record(path), Preprocess((24, 32), "gray"), notes, "decord") as opened:
         assert len(np.concatenate(list(opened.chunks(8)))) == len(frames) and opened.decoder == "opencv"
     assert notes[0].reason.startswith("read with opencv, as decord failed: ")
+
+
+class _Stream:
+    """A backend's view of a bare stream: no frame count declared, `frames` frames of 8x8 gray."""
+
+    fps = 25.0
+
+    def __init__(self, frames):
+        self.declared, self.frames = 0, frames
+
+    def chunks(self, chunk):
+        for start in range(0, self.frames, chunk):
+            yield np.full((min(chunk, self.frames - start), 8, 8, 1), start % 256, np.uint8)
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("frames", [40, 0])
+def test_a_stream_without_a_frame_count_is_read_whole_and_an_empty_one_refused_at_its_header(tmp_path, monkeypatch,
+                                                                                           frames):
+    import memae.datasets.decoders as decoders
+
+    path = tmp_path / "cam.h264"
+    path.write_bytes(b"\x00\x00\x00\x01" * 10)
+    for name in DECODERS:  # every backend sees the same stream: no fallback tells it apart
+        monkeypatch.setitem(decoders.BACKENDS, name, decoders.Backend(name, "numpy", lambda *a: _Stream(frames), True))
+    record = video_record(path)
+    with open_frames(record, Preprocess((8, 8), "gray"), [], "opencv") as opened:
+        if not frames:
+            with pytest.raises(VideoDecodeError, match="holds no frames$"):
+                opened.header()
+            return
+        header = opened.header()
+        pieces = list(opened.chunks(32))
+    assert header.num_frames is None and header.fps == 25.0, "no count promised: decoding counts them"
+    assert sum(len(p) for p in pieces) == frames and [p[0, 0, 0, 0] for p in pieces][:2] == [0, 16]
+    assert probe(record, "opencv").problems == () and probe(record, "opencv").num_frames is None
+
+
+def test_a_bare_h264_stream_is_a_video_read_whole(tmp_path):
+    av = pytest.importorskip("av", reason="PyAV (the bench extra) writes the bare H.264 stream")
+    if STATUS["opencv"]:
+        pytest.skip("needs opencv")
+    path = tmp_path / "cam1" / "export.h264"
+    path.parent.mkdir()
+    frames = render_video(TINY, "test", 0).frames
+    with av.open(str(path), "w", format="h264") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    (record,) = open_dataset("videos", tmp_path)
+    assert record.video_id == "cam1/export.h264" and record.problems == () and record.num_frames is None
+    assert len(decode(record, Preprocess((24, 32), "gray"), decoder="opencv")) == len(frames)
