@@ -199,7 +199,7 @@ class RecordFrames:
         if self.video is None:
             return self.record
         if not self.video.declared and self._pieces is None:
-            self._pieces = self._video_chunks(PEEKED_FRAMES)
+            self._pieces = self._readable_chunks(PEEKED_FRAMES)
             self._peeked = next(self._pieces)
         return dataclasses.replace(self.record, num_frames=self.video.declared or None,
                                    fps=self.video.fps or self.record.fps)
@@ -210,14 +210,15 @@ class RecordFrames:
             if self._peeked is not None:
                 yield self._peeked
                 self._peeked = None
-            self._pieces = self._pieces or self._video_chunks(chunk)
+            self._pieces = self._pieces or self._readable_chunks(chunk)
             yield from self._pieces
         elif not self.record.frame_files:
             raise VideoDecodeError(self.record.source, "no frame images in this folder")
         else:
             yield from _iter_images(self.record.frame_files, self.prep, chunk, self.notes)
 
-    def _video_chunks(self, chunk: int) -> Iterator[np.ndarray]:
+    def _readable_chunks(self, chunk: int) -> Iterator[np.ndarray]:
+        """The video's chunks from the first backend that decodes its first chunk (`_fall_back`)."""
         while True:
             pieces = _video_chunks(self.record.source, self.video, chunk, self.decoder)
             try:
