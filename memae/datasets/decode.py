@@ -24,6 +24,7 @@ frame images) or the luma plane the encoder stored (OpenCV), within about a gray
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 import struct
@@ -161,8 +162,7 @@ class RecordFrames:
         self.video: OpenVideo | None = None
         self._others = [n for n in AUTO_ORDER if n != self.decoder and unavailable(n) is None]
         self._failure: tuple[str, VideoDecodeError] | None = None  # the chosen backend's, while another stands in
-        self._pieces: Iterator[np.ndarray] | None = None  # the video's chunks, once asked for
-        self._peeked: np.ndarray | None = None  # the first chunk, read by `header` to tell a stream from an empty file
+        self._pieces: Iterator[np.ndarray] | None = None  # the video's chunks, once asked for (or peeked at)
         if record.is_video_file:
             check_file(record.source)
             try:
@@ -199,17 +199,14 @@ class RecordFrames:
         if self.video is None:
             return self.record
         if not self.video.declared and self._pieces is None:
-            self._pieces = self._readable_chunks(PEEKED_FRAMES)
-            self._peeked = next(self._pieces)
+            pieces = self._readable_chunks(PEEKED_FRAMES)
+            self._pieces = itertools.chain([next(pieces)], pieces)
         return dataclasses.replace(self.record, num_frames=self.video.declared or None,
                                    fps=self.video.fps or self.record.fps)
 
     def chunks(self, chunk: int = 256) -> Iterator[np.ndarray]:
         """The frames in order, as `iter_frames` gives them (read once: the reader is not rewound)."""
-        if self._pieces is not None or self.video is not None:
-            if self._peeked is not None:
-                yield self._peeked
-                self._peeked = None
+        if self.video is not None:
             self._pieces = self._pieces or self._readable_chunks(chunk)
             yield from self._pieces
         elif not self.record.frame_files:

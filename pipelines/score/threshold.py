@@ -143,7 +143,8 @@ def choose_threshold(source: ModelSource, settings: ScoringSettings, listing: Li
     echo(f"threshold: error > {chosen.error:.5g} (the {level} quantile of normal {calibration.get('unit', 'clip')} "
          f"errors; {origin}{cameras}{check}); events last while above the {chosen.release_level} quantile, "
          f"{config.min_event_frames} frames or more")
-    pooled = sorted({camera_of(unit.video_id) for unit in listing.units} - set(calibration.get("cameras") or {}))
+    pooled = sorted({camera for camera in map(camera_of, (unit.video_id for unit in listing.units))
+                     if not chosen.own_line(camera)})
     if count and pooled:  # a camera added since the line was drawn, or one with too little footage for its own
         echo(f"{len(pooled)} cameras have no alarm line of their own and are judged by the line of all cameras pooled: "
              f"{', '.join(map(camera_name, pooled[:SHOWN_CAMERAS]))}{' ...' if len(pooled) > SHOWN_CAMERAS else ''}"

@@ -248,20 +248,27 @@ def test_a_failure_after_the_first_chunk_is_the_files_and_no_other_decoder_tries
     assert opened == ["opencv"], "the frames already handed on are not decoded again by another backend"
 
 
-def test_an_mpeg_ts_decord_refuses_is_read_whole_by_another_decoder(tmp_path):
-    """Seen on this machine: decord 0.6 fails at frame 0 on an MPEG-TS of one H.264 group of pictures with B-frames
-    (a short clip as x264 writes it by default), a file FFmpeg and OpenCV read whole."""
-    av = pytest.importorskip("av", reason="PyAV (the bench extra) writes the H.264 MPEG-TS")
-    if STATUS["decord"] or STATUS["opencv"]:
-        pytest.skip("needs decord and opencv")
-    path = tmp_path / "clip.ts"
+def written_h264(path, container_format):
+    """The TINY test video encoded by x264 with its defaults (B-frames, one group of pictures) into `path`, in
+    `container_format` ("mpegts", or "h264" for a bare stream); its rendered frames. Skips without PyAV."""
+    av = pytest.importorskip("av", reason="PyAV (the bench extra) writes H.264")
     frames = render_video(TINY, "test", 0).frames
-    with av.open(str(path), "w", format="mpegts") as container:
+    with av.open(str(path), "w", format=container_format) as container:
         stream = container.add_stream("libx264", rate=10)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
+    return frames
+
+
+def test_an_mpeg_ts_decord_refuses_is_read_whole_by_another_decoder(tmp_path):
+    """Seen on this machine: decord 0.6 fails at frame 0 on an MPEG-TS of one H.264 group of pictures with B-frames
+    (a short clip as x264 writes it by default), a file FFmpeg and OpenCV read whole."""
+    if STATUS["decord"] or STATUS["opencv"]:
+        pytest.skip("needs decord and opencv")
+    path = tmp_path / "clip.ts"
+    frames = written_h264(path, "mpegts")
     notes = []
     with open_frames(video_record(path), Preprocess((24, 32), "gray"), notes, "decord") as opened:
         assert len(np.concatenate(list(opened.chunks(8)))) == len(frames) and opened.decoder == "opencv"
@@ -307,18 +314,11 @@ def test_a_stream_without_a_frame_count_is_read_whole_and_an_empty_one_refused_a
 
 
 def test_a_bare_h264_stream_is_a_video_read_whole(tmp_path):
-    av = pytest.importorskip("av", reason="PyAV (the bench extra) writes the bare H.264 stream")
     if STATUS["opencv"]:
         pytest.skip("needs opencv")
     path = tmp_path / "cam1" / "export.h264"
     path.parent.mkdir()
-    frames = render_video(TINY, "test", 0).frames
-    with av.open(str(path), "w", format="h264") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+    frames = written_h264(path, "h264")
     (record,) = open_dataset("videos", tmp_path)
     assert record.video_id == "cam1/export.h264" and record.problems == () and record.num_frames is None
     assert len(decode(record, Preprocess((24, 32), "gray"), decoder="opencv")) == len(frames)
