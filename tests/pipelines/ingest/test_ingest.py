@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +133,14 @@ def test_avenue_videos_round_trip_in_rgb_at_their_own_size(ingested_avenue):
     assert_round_trip(ingested_avenue, Preprocess(None, "rgb"))
 
 
+def _wait_for_idle_cpus(ray, timeout_s: float = 60.0) -> None:
+    """Waits until the tests' Ray runs no task, so that what is on disk stops changing."""
+    deadline = time.monotonic() + timeout_s
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources().get("CPU", 0):
+        assert time.monotonic() < deadline, "tasks of the interrupted ingest still running"
+        time.sleep(0.2)
+
+
 def test_resume_after_an_interrupted_run(tmp_path, ray_session):
     root = tmp_path / "archive"
     write_corpus("frames", root, SynthConfig(**{**TINY.__dict__, "train_videos": 3, "test_videos": 3}))
@@ -145,6 +154,7 @@ def test_resume_after_an_interrupted_run(tmp_path, ray_session):
     manifest = read_manifest(out)
     done = [v for v in manifest["videos"] if v["status"] == "done"]
     assert not manifest["complete"] and 1 <= len(done) < 6
+    _wait_for_idle_cpus(ray_session)  # a task already running when the driver stopped may still seal its shard
     visible = sorted(p.name for p in (out / "shards").rglob("*.parquet"))
     assert all(read_video_frames(out, v["video_id"], v["split"]).shape[0] == TINY.frames for v in done)
     stale = out / "shards" / "test" / ".01.parquet.tmp-deadbeef"
